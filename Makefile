@@ -1,0 +1,51 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    create the environment, install, execute every notebook at the quick preset, write the HTML report
+#   make test   create the environment, install, run the whole test suite
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+NB ?=
+REPORT ?= report
+
+.PHONY: run test env browser notebooks bench app lab clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first and pinned: an open range can pull a multi-GB CUDA build
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+env: $(VENV)/.installed
+
+# Debian's Chromium for the browser tests (never `playwright install`)
+browser:
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium chromium-driver; }
+
+run: env
+	$(VENV)/bin/labkit report --execute --out $(REPORT)
+
+test: env browser
+	$(VENV)/bin/python -m pytest tests --nbval-lax notebooks -p no:cacheprovider -q
+
+notebooks: env
+	@for src in $$(ls notebooks/[0-9][0-9]_*.py | grep -- "$(NB)"); do \
+	  nb=$${src%.py}.ipynb; echo "== $$nb"; \
+	  $(VENV)/bin/jupytext --quiet --set-kernel python3 --to ipynb --output $$nb $$src || exit 1; \
+	  LABKIT_PROGRESS=0 $(VENV)/bin/papermill --log-level WARNING -k python3 --cwd notebooks $$nb $$nb || exit 1; \
+	done
+
+bench: env
+	$(PY) benchmarks/bench.py
+
+app: env
+	$(VENV)/bin/panel serve widgets/app.py --show
+
+lab: env
+	$(VENV)/bin/jupyter lab notebooks
+
+clean:
+	rm -rf $(REPORT) runs .pytest_cache

@@ -1,0 +1,161 @@
+"""Tunable parameters, presets, and their validation.
+
+A method declares its knobs as a list of :class:`Param`. ``resolve_params`` turns a preset name
+plus user overrides into a plain dict, and raises a ``ValueError`` that says what is allowed for
+anything it cannot accept: an unknown preset, an unknown name, a wrong type, a value out of range.
+The same specs drive the notebook parameters, the CLI (``-p key=value``), the ipywidgets form and
+the Panel app, so the rules are written once, here.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+PRESETS = ("quick", "standard", "full")
+PRESET_HELP = {
+    "quick": "CI, a first look, Binder: at most ~30 s of a notebook on 2 CPU cores",
+    "standard": "a learner on a laptop: a few minutes on CPU",
+    "full": "one GPU: a few minutes, the closest to the paper that runs offline",
+}
+_TYPES = {int: "int", float: "float", str: "str", bool: "bool"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One tunable knob: its type, allowed values, and its value in each preset.
+
+    ``standard`` and ``full`` default to the ``quick`` value. Numbers take ``low``/``high``
+    (inclusive); strings take ``choices``. ``log=True`` asks sliders for a log scale.
+    """
+
+    name: str
+    type: type
+    quick: Any
+    standard: Any = None
+    full: Any = None
+    low: float | None = None
+    high: float | None = None
+    choices: tuple | None = None
+    help: str = ""
+    log: bool = False
+    main: bool = True  # shown in widgets and the notebook's parameters cell
+
+    def __post_init__(self):
+        if self.type not in _TYPES:
+            raise TypeError(f"Param {self.name!r}: type must be one of int, float, str, bool")
+        for preset in PRESETS:
+            check_value(self, self.value_for(preset))
+
+    def value_for(self, preset: str) -> Any:
+        value = getattr(self, preset)
+        return self.quick if value is None else value
+
+    def describe(self) -> str:
+        """Allowed values in words, for error messages and help text."""
+        if self.choices is not None:
+            return f"one of {list(self.choices)}"
+        if self.type is bool:
+            return "true or false"
+        lo = "-inf" if self.low is None else self.low
+        hi = "inf" if self.high is None else self.high
+        return f"{_TYPES[self.type]} in [{lo}, {hi}]"
+
+
+def check_value(param: Param, value: Any) -> Any:
+    """Return ``value`` converted to the param's type, or raise ``ValueError``."""
+    value = _coerce(param, value)
+    if param.choices is not None and value not in param.choices:
+        raise ValueError(f"{param.name}={value!r} is not allowed: expected {param.describe()}")
+    if param.type in (int, float):
+        if value != value:  # NaN
+            raise ValueError(f"{param.name}=nan is not allowed: expected {param.describe()}")
+        if (param.low is not None and value < param.low) or (param.high is not None and value > param.high):
+            raise ValueError(f"{param.name}={value!r} is out of range: expected {param.describe()}")
+    return value
+
+
+def _coerce(param: Param, value: Any) -> Any:
+    kind = param.type
+    if isinstance(value, str) and kind is not str:
+        return _parse_text(param, value)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str and isinstance(value, str):
+        return value
+    raise ValueError(
+        f"{param.name}={value!r} has the wrong type ({type(value).__name__}): expected {param.describe()}"
+    )
+
+
+def _parse_text(param: Param, text: str) -> Any:
+    """Parse a value typed as text (CLI ``-p key=value``, a text box)."""
+    text = text.strip()
+    try:
+        if param.type is bool:
+            lowered = text.lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if param.type is int:
+            return int(text)
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{param.name}={text!r} is not a valid value: expected {param.describe()}") from None
+
+
+def check_preset(preset: str) -> str:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: choose one of {list(PRESETS)}")
+    return preset
+
+
+def resolve_params(params: list[Param], preset: str = "quick", overrides: dict | None = None) -> dict:
+    """The preset's values with ``overrides`` applied, all validated.
+
+    >>> resolve_params([Param("lr", float, 0.1, low=0)], "quick", {"lr": "0.5"})
+    {'lr': 0.5}
+    """
+    check_preset(preset)
+    by_name = {p.name: p for p in params}
+    values = {p.name: p.value_for(preset) for p in params}
+    for name, value in (overrides or {}).items():
+        if name not in by_name:
+            hint = difflib.get_close_matches(name, list(by_name), n=1)
+            maybe = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ValueError(f"unknown parameter {name!r}{maybe}: allowed are {sorted(by_name)}")
+        values[name] = check_value(by_name[name], value)
+    return values
+
+
+def parse_assignments(items: list[str]) -> dict:
+    """``["lr=0.1", "arm=dpo"]`` → ``{"lr": "0.1", "arm": "dpo"}`` (values stay text; see check_value)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def param_table(params: list[Param]):
+    """A DataFrame of the params: value per preset, what is allowed, and what each one does."""
+    import pandas as pd
+
+    return pd.DataFrame([
+        {"name": p.name, "quick": p.quick, "standard": p.value_for("standard"), "full": p.value_for("full"),
+         "allowed": p.describe(), "help": p.help}
+        for p in params
+    ])
