@@ -159,3 +159,10 @@ def param_table(params: list[Param]):
          "allowed": p.describe(), "help": p.help}
         for p in params
     ])
+
+
+def overrides_from(params: list[Param], namespace: dict) -> dict:
+    """The knobs a notebook's parameters cell (or papermill) set: every param of ``params`` found in
+    ``namespace`` with a value other than ``None``. Used as ``overrides_from(m.PARAMS, globals())``,
+    so a value injected by papermill for any param, shown in the cell or not, reaches ``run``."""
+    return {p.name: namespace[p.name] for p in params if namespace.get(p.name) is not None}

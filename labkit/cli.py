@@ -1,0 +1,233 @@
+"""The ``labkit`` command: list the methods, run one through its notebook, write the HTML report.
+
+    labkit list [--family F] [--available]
+    labkit run SLUG [--preset P] [--seed N] [--device D] [-p KEY=VALUE ...] [--out runs]
+    labkit report [--execute] [--preset P] [--out report] [--runs runs]
+    labkit dashboard [--port 5006]
+
+``run`` validates the parameters first (nothing is executed or recorded when one is wrong), executes
+the method's paired notebook with papermill into the runs folder, and records the run in the store.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import html
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .core.params import PRESETS, parse_assignments, resolve_params
+from .core.registry import FAMILIES, METHODS, REPO_ROOT, get_method
+
+
+class CLIError(Exception):
+    """A user error: printed without a traceback, exit status 2."""
+
+
+def cmd_list(args) -> int:
+    rows = [m for m in METHODS if (not args.family or m.family == args.family) and
+            (not args.available or m.available)]
+    print(f"{'#':>2}  {'slug':<22} {'method':<26} {'family':<25} status")
+    for m in rows:
+        status = "available" if m.available else "not yet available"
+        print(f"{m.id:>2}  {m.slug:<22} {m.short[:26]:<26} {m.family:<25} {status}")
+    return 0
+
+
+def _notebook_paths(info) -> tuple[Path, Path]:
+    src = REPO_ROOT / info.notebook
+    return src, src.with_suffix(".ipynb")
+
+
+def execute_notebook(slug: str, preset: str = "quick", seed: int = 0, device: str = "auto",
+                     overrides: dict | None = None, out_dir: str | Path = "runs") -> dict:
+    """Validate, then execute the method's notebook with papermill; returns where it went and how long.
+
+    The notebook's ``run()`` records itself in the store (``LABKIT_RECORD=1``), tagged with the output
+    path, so the report can find the claim checks of exactly this execution.
+    """
+    info = get_method(slug)
+    module = info.load()
+    values = resolve_params(module.PARAMS, preset, overrides or {})
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed={seed!r} is not allowed: expected an int >= 0")
+    chosen = {k: values[k] for k in (overrides or {})}
+    _, ipynb = _notebook_paths(info)
+    if not ipynb.exists():
+        raise ValueError(f"{info.slug}: notebook {ipynb} is missing")
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    output = out_dir / f"{ipynb.stem}-{preset}-s{seed}-{stamp}.ipynb"
+
+    import papermill
+
+    env_before = {k: os.environ.get(k) for k in ("LABKIT_RECORD", "LABKIT_NOTEBOOK", "LABKIT_PROGRESS")}
+    os.environ.update(LABKIT_RECORD="1", LABKIT_NOTEBOOK=str(output), LABKIT_PROGRESS="0")
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(ipynb), str(output), parameters={"preset": preset, "seed": seed, "device": device, **chosen},
+            kernel_name="python3", cwd=str(ipynb.parent), progress_bar=False, log_output=False,
+        )
+    except papermill.PapermillExecutionError as err:
+        raise CLIError(f"{info.slug}: the notebook stopped at cell {err.exec_count} with {err.ename}: "
+                       f"{err.evalue}; nothing was recorded (executed notebook kept at {output})") from None
+    finally:
+        for key, value in env_before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return {"slug": info.slug, "output": str(output), "seconds": time.perf_counter() - start}
+
+
+def cmd_run(args) -> int:
+    overrides = parse_assignments(args.param or [])
+    info = get_method(args.slug)
+    print(f"running {info.id:02d} {info.short} ({args.preset}) through {info.notebook.replace('.py', '.ipynb')} ...")
+    done = execute_notebook(info.slug, args.preset, args.seed, args.device, overrides, args.out)
+    print(f"done in {done['seconds']:.1f} s → {done['output']}")
+    from .core.store import RunStore
+
+    runs = RunStore().runs(info.slug)
+    mine = runs[runs["notebook"] == done["output"]]
+    for _, row in mine.iterrows():
+        for c in row["claims"]:
+            print(f"  [{'HOLDS' if c['passed'] else 'DOES NOT HOLD'}{'' if c['asserted'] else ', reported'}] {c['claim']}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .core.store import RunStore
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    executed = []
+    if args.execute:
+        for m in [m for m in METHODS if m.available]:
+            print(f"executing {m.id:02d} {m.short} at preset={args.preset} ...", flush=True)
+            executed.append(execute_notebook(m.slug, args.preset, 0, "auto", {}, args.runs))
+            print(f"  {executed[-1]['seconds']:.1f} s", flush=True)
+    store = RunStore()
+    runs = store.runs()
+    entries = []
+    for m in METHODS:
+        if not m.available:
+            continue
+        mine = runs[(runs["method"] == m.slug) & runs["notebook"].notna()]
+        if mine.empty:
+            entries.append((m, None, None))
+            continue
+        latest = mine.iloc[0]  # newest first
+        nb = Path(latest["notebook"])
+        page = None
+        if nb.exists():
+            page = out / (nb.stem + ".html")
+            _notebook_to_html(nb, page)
+        entries.append((m, latest, page))
+    index = out / "index.html"
+    index.write_text(_report_html(entries), encoding="utf-8")
+    print(f"report → {index}")
+    return 0
+
+
+def _notebook_to_html(notebook: Path, target: Path) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(notebook), as_version=4))
+    target.write_text(body, encoding="utf-8")
+
+
+def _report_html(entries) -> str:
+    esc = html.escape
+    rows = []
+    for m, run, page in entries:
+        if run is None:
+            rows.append(f"<tr><td>{m.id:02d}</td><td>{esc(m.short)}</td><td colspan=4>no executed run yet "
+                        f"(<code>labkit run {m.slug}</code>)</td></tr>")
+            continue
+        claims = "".join(
+            f"<li class='{'ok' if c['passed'] else 'no'}'><b>{'HOLDS' if c['passed'] else 'DOES NOT HOLD'}"
+            f"{'' if c['asserted'] else ' (reported, not asserted)'}</b> — {esc(c['claim'])}<br><small>"
+            + esc(", ".join(f"{k} = {_num(v)}" for k, v in c["numbers"].items())) + "</small></li>"
+            for c in run["claims"])
+        link = f"<a href='{esc(page.name)}'>notebook</a>" if page else "(notebook file missing)"
+        when = _dt.datetime.fromtimestamp(run["created_at"]).strftime("%Y-%m-%d %H:%M")
+        rows.append(
+            f"<tr><td>{m.id:02d}</td><td><a href='{m.arxiv_url}'>{esc(m.short)}</a><br><small>{esc(m.family)}"
+            f"</small></td><td>{esc(run['preset'])}</td><td>{run['duration_s']:.1f} s<br><small>{when}</small></td>"
+            f"<td>{link}</td><td><ul>{claims}</ul></td></tr>")
+    pending = sum(not m.available for m in METHODS)
+    return f"""<!doctype html><html><head><meta charset='utf-8'><title>labkit report</title><style>
+body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;width:100%}}
+td,th{{border-bottom:1px solid #ddd;padding:8px;vertical-align:top;text-align:left}} ul{{margin:0;padding-left:1.2em}}
+li.ok b{{color:#1a7f37}} li.no b{{color:#b42318}} small{{color:#555}}</style></head><body>
+<h1>labkit report</h1><p>Each row links the executed notebook of the newest recorded run and its claim checks,
+computed from that run. {pending} of {len(METHODS)} methods are not available yet.</p>
+<table><tr><th>#</th><th>method</th><th>preset</th><th>run time</th><th>executed notebook</th><th>claim checks</th></tr>
+{''.join(rows)}</table></body></html>"""
+
+
+def _num(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def cmd_dashboard(args) -> int:
+    import widgets
+
+    app = Path(widgets.__file__).with_name("app.py")
+    cmd = [sys.executable, "-m", "panel", "serve", str(app), "--port", str(args.port)]
+    if args.show:
+        cmd.append("--show")
+    return subprocess.call(cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labkit", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list the methods of the registry")
+    p.add_argument("--family", choices=FAMILIES)
+    p.add_argument("--available", action="store_true", help="only methods that can run")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", help="execute a method's notebook with papermill and record the run")
+    p.add_argument("slug")
+    p.add_argument("--preset", default="quick", choices=PRESETS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="override a parameter")
+    p.add_argument("--out", default="runs", help="folder for executed notebooks (default: runs)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="write the HTML report of the newest runs")
+    p.add_argument("--execute", action="store_true", help="first execute every available notebook")
+    p.add_argument("--preset", default="quick", choices=PRESETS)
+    p.add_argument("--out", default="report")
+    p.add_argument("--runs", default="runs", help="folder for executed notebooks (with --execute)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("dashboard", help="serve the Panel app")
+    p.add_argument("--port", type=int, default=5006)
+    p.add_argument("--show", action="store_true", help="open a browser")
+    p.set_defaults(func=cmd_dashboard)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, CLIError) as err:
+        print(f"labkit: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
