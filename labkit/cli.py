@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from .core.params import PRESETS, parse_assignments, resolve_params
-from .core.registry import FAMILIES, METHODS, REPO_ROOT, get_method
+from .core.registry import FAMILIES, METHODS, REPO_ROOT, get_method, markdown_table, readme_with_table
 
 
 class CLIError(Exception):
@@ -29,6 +29,14 @@ class CLIError(Exception):
 
 
 def cmd_list(args) -> int:
+    if args.markdown:
+        print(markdown_table())
+        return 0
+    if args.update_readme:
+        readme = REPO_ROOT / "README.md"
+        readme.write_text(readme_with_table(readme.read_text(encoding="utf-8")), encoding="utf-8")
+        print(f"updated the method table in {readme}")
+        return 0
     rows = [m for m in METHODS if (not args.family or m.family == args.family) and
             (not args.available or m.available)]
     print(f"{'#':>2}  {'slug':<22} {'method':<26} {'family':<25} status")
@@ -195,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list the methods of the registry")
     p.add_argument("--family", choices=FAMILIES)
     p.add_argument("--available", action="store_true", help="only methods that can run")
+    p.add_argument("--markdown", action="store_true", help="print the README's method table")
+    p.add_argument("--update-readme", action="store_true", help="regenerate the table in README.md")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("run", help="execute a method's notebook with papermill and record the run")

@@ -114,3 +114,13 @@ def markdown_table() -> str:
         status = "available" if m.available else "not yet available"
         lines.append(f"| {m.id:02d} | {name} | [{m.title}]({m.arxiv_url}) | {m.family} | {status} |")
     return "\n".join(lines)
+
+
+TABLE_START, TABLE_END = "<!-- methods:start -->", "<!-- methods:end -->"
+
+
+def readme_with_table(text: str) -> str:
+    """``text`` (the README) with the block between the method-table markers regenerated."""
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    return f"{head}{TABLE_START}\n{markdown_table()}\n{TABLE_END}{tail}"

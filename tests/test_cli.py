@@ -1,0 +1,82 @@
+"""The labkit command: list, run (papermill, with parameters injected), report, and bad input."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labkit import cli
+from labkit.core.store import RunStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_STORE", str(tmp_path / "runs.sqlite"))
+    return RunStore()
+
+
+def test_list_shows_all_methods(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 31 and "rpo" in out[8]
+
+
+def test_list_markdown_is_the_readme_table(capsys):
+    from labkit.core.registry import markdown_table
+
+    cli.main(["list", "--markdown"])
+    assert capsys.readouterr().out.strip() == markdown_table()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "nope"], "unknown method 'nope'"),
+    (["run", "rpo", "-p", "bogus=1"], "unknown parameter 'bogus'"),
+    (["run", "rpo", "-p", "beta=-1"], "beta=-1.0 is out of range"),
+    (["run", "rpo", "-p", "beta=abc"], "beta='abc' is not a valid value"),
+    (["run", "rpo", "-p", "beta"], "expected KEY=VALUE"),
+    (["run", "rpo", "--seed", "-3"], "seed=-3 is not allowed"),
+    (["run", "lamo"], "not available yet"),
+])
+def test_bad_input_is_refused_before_anything_runs(argv, message, store, tmp_path, capsys):
+    code = cli.main(argv + ["--out", str(tmp_path / "runs")])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert store.runs().empty and not (tmp_path / "runs").exists()
+
+
+def test_unknown_preset_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "rpo", "--preset", "huge"])
+    assert exc.value.code == 2 and "invalid choice: 'huge'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_run_executes_the_notebook_with_injected_parameters_and_records_it(store, tmp_path, capsys):
+    out_dir = tmp_path / "runs"
+    assert cli.main(["run", "rpo", "-p", "n_seeds=2", "-p", "eta=2.5", "--seed", "4", "--out", str(out_dir)]) == 0
+    executed = list(out_dir.glob("08_rpo-quick-s4-*.ipynb"))
+    assert len(executed) == 1
+    runs = store.runs("rpo")
+    assert len(runs) == 1
+    row = runs.iloc[0]
+    assert row["params"]["n_seeds"] == 2 and row["params"]["eta"] == 2.5 and row["seed"] == 4
+    assert row["notebook"] == str(executed[0])
+    nb = json.loads(executed[0].read_text())
+    injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert "n_seeds = 2" in "".join(injected[0]["source"])
+    assert set(store.history(int(row["id"]))["seed"]) == {4, 5}  # the injected n_seeds really took effect
+    # the report links this executed notebook and shows its claim checks
+    assert cli.main(["report", "--out", str(tmp_path / "report")]) == 0
+    index = (tmp_path / "report" / "index.html").read_text()
+    assert executed[0].stem + ".html" in index and "HOLDS" in index
+    assert (tmp_path / "report" / (executed[0].stem + ".html")).exists()
+
+
+def test_labkit_console_script_is_installed():
+    exe = Path(sys.executable).with_name("labkit")
+    out = subprocess.run([str(exe), "list", "--available"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith(" #")

@@ -1,0 +1,74 @@
+"""The project's own consistency: README table, CI command, pins, notebook pairs."""
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from labkit.core.registry import METHODS, markdown_table, readme_with_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_method_table_is_generated_from_the_registry():
+    text = (ROOT / "README.md").read_text()
+    assert readme_with_table(text) == text, "run `labkit list --update-readme`"
+    assert markdown_table() in text
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "make test   #" in readme
+    ci = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci[-1].strip() == "make test"
+
+
+def _pyproject_pins() -> dict:
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = meta["dependencies"] + [r for group in meta["optional-dependencies"].values() for r in group]
+    return dict(r.split("==") for r in reqs if "==" in r)
+
+
+@pytest.mark.parametrize("env_file", ["environment.yml", "binder/environment.yml"])
+def test_conda_environments_have_the_pyproject_pins(env_file):
+    lines = (ROOT / env_file).read_text().splitlines()
+    conda = dict(m.groups() for m in (re.match(r"\s+- ([\w\[\]-]+)==(\S+)", line) for line in lines) if m)
+    assert conda == _pyproject_pins()
+
+
+def test_torch_is_pinned_everywhere_it_is_installed():
+    assert _pyproject_pins()["torch"] == "2.13.0"
+    assert "pip install -q torch==2.13.0" in (ROOT / "Makefile").read_text()
+
+
+def test_every_notebook_source_has_its_executed_twin_with_the_same_cells():
+    import jupytext
+
+    sources = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+    expected = {m.notebook for m in METHODS if m.available}
+    assert {f"notebooks/{p.name}" for p in sources} == expected
+    for src in sources:
+        twin = src.with_suffix(".ipynb")
+        assert twin.exists(), f"{src.name} has no executed {twin.name}: run `make notebooks NB={src.stem}`"
+        a, b = jupytext.read(src), jupytext.read(twin)
+        cells_a = [(c.cell_type, c.source.strip()) for c in a.cells]
+        cells_b = [(c.cell_type, c.source.strip()) for c in b.cells]
+        assert cells_a == cells_b, f"{src.name} and {twin.name} disagree: run `make notebooks NB={src.stem}`"
+        assert b.metadata["kernelspec"]["name"] == "python3"
+
+
+def test_every_notebook_follows_the_conventions():
+    import jupytext
+
+    for src in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py")):
+        nb = jupytext.read(src)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert "parameters" in code[0].metadata.get("tags", []), f"{src.name}: first code cell must be tagged"
+        first = code[0].source
+        for name in ("preset", "seed", "device"):
+            assert re.search(rf"^{name} = ", first, re.M), f"{src.name}: parameters cell lacks {name}"
+        executed = jupytext.read(src.with_suffix(".ipynb"))
+        checked = [c for c in executed.cells if "nbval-check-output" in c.metadata.get("tags", [])]
+        assert checked, f"{src.name}: no cell is tagged nbval-check-output"
+        assert all(c.outputs for c in checked), f"{src.name}: a checked cell has no committed output"
+        assert "widgets.explorer(" in src.read_text(), f"{src.name}: no interactive widget"
