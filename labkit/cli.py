@@ -3,6 +3,7 @@
     labkit list [--family F] [--available]
     labkit run SLUG [--preset P] [--seed N] [--device D] [-p KEY=VALUE ...] [--out runs]
     labkit report [--execute] [--preset P] [--out report] [--runs runs]
+    labkit sweep SLUG [-p KEY=V1,V2 ...] [--seeds 0,1,2] [--workers N | --scheduler ADDRESS] [--notebook]
     labkit dashboard [--port 5006]
 
 ``run`` validates the parameters first (nothing is executed or recorded when one is wrong), executes
@@ -186,6 +187,57 @@ def _num(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def sweep_grid(params: list[str] | None, seeds: str) -> list[dict]:
+    """``["lr=0.1,0.01", "eta=1"]`` and ``"0,1"`` → one dict of overrides (plus ``seed``) per combination."""
+    import itertools
+
+    axes = {k: v.split(",") for k, v in parse_assignments(params or []).items()}
+    seed_list = [int(s) for s in seeds.split(",")]
+    combos = [dict(zip(axes, values)) for values in itertools.product(*axes.values())] or [{}]
+    return [{**combo, "seed": seed} for combo in combos for seed in seed_list]
+
+
+def _sweep_one(slug: str, preset: str, device: str, job: dict, notebook: bool, out: str) -> dict:
+    """One cell of a sweep (runs on a Dask worker): a direct recorded ``run``, or a papermill execution."""
+    overrides = {k: v for k, v in job.items() if k != "seed"}
+    if notebook:
+        return {**job, **execute_notebook(slug, preset, job["seed"], device, overrides, out)}
+    import labkit
+
+    res = labkit.load(slug).run(preset=preset, seed=job["seed"], device=device, progress=False, record=True,
+                                **overrides)
+    return {**job, **res.metrics, "claims_hold": res.claims_hold, "seconds": res.duration_s}
+
+
+def cmd_sweep(args) -> int:
+    info = get_method(args.slug)
+    module = info.load()
+    jobs = sweep_grid(args.param, args.seeds)
+    for job in jobs:  # validate every combination before starting anything
+        resolve_params(module.PARAMS, args.preset, {k: v for k, v in job.items() if k != "seed"})
+    from dask.distributed import Client, LocalCluster, progress as dask_progress
+
+    cluster = None if args.scheduler else LocalCluster(n_workers=args.workers, threads_per_worker=1,
+                                                       processes=True, dashboard_address=None)
+    with Client(args.scheduler or cluster) as client:
+        futures = [client.submit(_sweep_one, info.slug, args.preset, args.device, job, args.notebook, args.out,
+                                 pure=False) for job in jobs]
+        print(f"sweep {info.slug}: {len(jobs)} runs on {'scheduler ' + args.scheduler if args.scheduler else f'{args.workers} local workers'}")
+        if sys.stderr.isatty():
+            dask_progress(futures)
+        rows = client.gather(futures)
+    if cluster is not None:
+        cluster.close()
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"table → {args.csv}")
+    return 0
+
+
 def cmd_dashboard(args) -> int:
     import widgets
 
@@ -222,6 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="report")
     p.add_argument("--runs", default="runs", help="folder for executed notebooks (with --execute)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("sweep", help="run a grid of parameters and seeds on Dask; every run is recorded")
+    p.add_argument("slug")
+    p.add_argument("--preset", default="quick", choices=PRESETS)
+    p.add_argument("--device", default="auto")
+    p.add_argument("-p", "--param", action="append", metavar="KEY=V1,V2", help="values to sweep")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
+    p.add_argument("--workers", type=int, default=2, help="local Dask workers (default: 2)")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler instead of a local cluster")
+    p.add_argument("--notebook", action="store_true", help="execute the notebook with papermill for each run")
+    p.add_argument("--out", default="runs", help="folder for executed notebooks (with --notebook)")
+    p.add_argument("--csv", help="also write the results table to this CSV file")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("dashboard", help="serve the Panel app")
     p.add_argument("--port", type=int, default=5006)

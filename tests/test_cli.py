@@ -80,3 +80,26 @@ def test_labkit_console_script_is_installed():
     exe = Path(sys.executable).with_name("labkit")
     out = subprocess.run([str(exe), "list", "--available"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith(" #")
+
+
+def test_sweep_grid_is_the_product_of_values_and_seeds():
+    jobs = cli.sweep_grid(["lr=0.1,0.01", "arm=a"], "0,1")
+    assert jobs == [{"lr": "0.1", "arm": "a", "seed": 0}, {"lr": "0.1", "arm": "a", "seed": 1},
+                    {"lr": "0.01", "arm": "a", "seed": 0}, {"lr": "0.01", "arm": "a", "seed": 1}]
+    assert cli.sweep_grid(None, "3") == [{"seed": 3}]
+
+
+def test_sweep_validates_every_combination_first(store, capsys):
+    assert cli.main(["sweep", "rpo", "-p", "beta=0.1,-2"]) == 2
+    assert "beta=-2.0 is out of range" in capsys.readouterr().err and store.runs().empty
+
+
+@pytest.mark.slow
+def test_sweep_runs_on_a_local_dask_cluster_and_records_each_run(store, tmp_path, capsys):
+    csv = tmp_path / "sweep.csv"
+    assert cli.main(["sweep", "rpo", "-p", "eta=1,5", "-p", "n_seeds=1", "--seeds", "0", "--workers", "1",
+                     "--csv", str(csv)]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(csv)
+    assert sorted(table["eta"]) == [1, 5] and len(store.runs("rpo")) == 2
