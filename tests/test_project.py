@@ -38,7 +38,7 @@ def test_conda_environments_have_the_pyproject_pins(env_file):
 
 def test_torch_is_pinned_everywhere_it_is_installed():
     assert _pyproject_pins()["torch"] == "2.13.0"
-    assert "pip install -q torch==2.13.0" in (ROOT / "Makefile").read_text()
+    assert "install -q torch==2.13.0" in (ROOT / "Makefile").read_text()
 
 
 def test_every_notebook_source_has_its_executed_twin_with_the_same_cells():

@@ -3,6 +3,7 @@
 A method writes::
 
     PARAMS = [Param("lr", float, 0.01, low=1e-5, high=1.0), ...]
+    MAIN_METRIC = "test_acc"            # the history metric the widgets and the app plot live
 
     @method_run(PARAMS, figures=make_figures)
     def run(ctx):                       # ctx: RunContext

@@ -1,0 +1,350 @@
+"""The interactive front ends without a browser: Param → control rules, ipywidgets forms and the
+explorer, the Panel form builder, the app's gallery and method page.
+
+A tiny fake method (``toy``) stands in for the real ones, so these tests do not depend on which
+methods exist; the last tests build forms for every method that is available.
+"""
+import asyncio
+import math
+import subprocess
+import sys
+import types
+
+import ipywidgets as ipw
+import panel
+import pytest
+
+import labkit
+from labkit.core import ClaimCheck, Outcome, Param, method_run
+from labkit.core.store import RunStore
+from widgets import forms, panel_forms
+from widgets.forms import LiveCurves, control_spec, explorer, param_controls, preset_dropdown
+
+TOY_PARAMS = [
+    Param("lr", float, 0.1, standard=0.2, low=1e-3, high=1.0, log=True, help="step size"),
+    Param("steps", int, 20, standard=40, low=1, high=500, help="steps per arm"),
+    Param("arm", str, "a", full="b", choices=("a", "b")),
+    Param("noise", float, 0.0, low=0.0, help="no upper bound: a number box"),
+    Param("hidden", int, 8, low=1, high=64, main=False),
+]
+
+
+def make_toy():
+    """A fake method module ``toy``: two series decaying geometrically, logged every step."""
+    toy = types.ModuleType("toy")
+    toy.on_step = None  # a test may set a probe called at step 10
+
+    def body(ctx):
+        value = 1.0
+        for step in range(1, ctx.p.steps + 1):
+            value *= 1 - ctx.p.lr
+            ctx.history.log(step, "method", "loss", value + ctx.p.noise, seed=ctx.seed)
+            ctx.history.log(step, "baseline", "loss", value + 0.1, seed=ctx.seed)
+            ctx.history.log(step, "method", "acc", 1 - value, seed=ctx.seed)
+            if step == 10 and toy.on_step is not None:
+                toy.on_step()
+        return Outcome(metrics={"loss": value},
+                       claims=[ClaimCheck("method beats baseline", ctx.p.noise < 0.1, {"gap": 0.1 - ctx.p.noise})])
+
+    body.__module__ = "fake.toy"  # method_run names the method after the module: "toy"
+    toy.PARAMS = TOY_PARAMS
+    toy.run = method_run(TOY_PARAMS)(body)
+    return toy
+
+
+@pytest.fixture
+def toy():
+    return make_toy()
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A run store in a temporary file, also the default for runs recorded during the test."""
+    path = tmp_path / "runs.sqlite"
+    monkeypatch.setenv("LABKIT_STORE", str(path))
+    return RunStore(path)
+
+
+def trace_lengths(fig) -> dict:
+    return {t.name: len(t.x) for t in fig.data}
+
+
+def same(value, expected) -> bool:
+    """Equal, with float tolerance (a log slider stores 10**x)."""
+    return value == pytest.approx(expected) if isinstance(expected, float) else value == expected
+
+
+# --------------------------------------------------------------------------- Param -> control rules
+
+@pytest.mark.parametrize("param, kind", [
+    (Param("flag", bool, False), "checkbox"),
+    (Param("arm", str, "a", choices=("a", "b")), "select"),
+    (Param("k", int, 2, choices=(1, 2, 4)), "select"),
+    (Param("name", str, "x"), "text"),
+    (Param("steps", int, 20, low=1, high=500), "int_slider"),
+    (Param("n", int, 300, low=10, high=100_000), "int_box"),
+    (Param("n", int, 3, low=1), "int_box"),
+    (Param("lr", float, 0.01, low=1e-5, high=1.0, log=True), "log_slider"),
+    (Param("lr", float, 0.01, low=1e-12, high=1e3, log=True), "float_box"),  # 15 decades: too wide
+    (Param("frac", float, 0.5, low=0.0, high=1.0), "float_slider"),
+    (Param("frac", float, 0.1, low=0.0, high=1.0), "float_slider"),
+    (Param("wd", float, 0.05, low=0.0, high=10.0), "float_box"),  # 0.05 would sit in the first 5%
+    (Param("eta", float, 1.0, low=0.0, high=100.0), "float_box"),
+    (Param("x", float, 0.0, low=0.0), "float_box"),
+    (Param("x", float, 1.0), "float_box"),
+])
+def test_control_spec_kinds(param, kind):
+    assert control_spec(param).kind == kind
+
+
+def test_control_spec_ranges():
+    assert control_spec(Param("steps", int, 20, low=1, high=500)) == forms.ControlSpec("int_slider", 1, 500, 1)
+    log = control_spec(Param("lr", float, 0.01, low=1e-4, high=1.0, log=True))
+    assert (log.low, log.high) == (1e-4, 1.0) and log.step == pytest.approx(4 / forms.SLIDER_STEPS)
+    lin = control_spec(Param("frac", float, 0.5, low=0.0, high=2.0))
+    assert lin.step == pytest.approx(0.02)
+    assert control_spec(Param("arm", str, "a", choices=("a", "b"))).options == ("a", "b")
+
+
+# --------------------------------------------------------------------------- ipywidgets controls
+
+def test_param_controls_types_ranges_and_main_only():
+    controls = param_controls(TOY_PARAMS)
+    assert list(controls) == ["lr", "steps", "arm", "noise"]  # "hidden" is not a main knob
+    assert isinstance(controls["lr"], ipw.FloatLogSlider)
+    assert (controls["lr"].min, controls["lr"].max) == (pytest.approx(-3), pytest.approx(0))
+    assert isinstance(controls["steps"], ipw.IntSlider)
+    assert (controls["steps"].min, controls["steps"].max) == (1, 500)
+    assert isinstance(controls["arm"], ipw.Dropdown) and list(controls["arm"].options) == ["a", "b"]
+    assert isinstance(controls["noise"], ipw.FloatText)
+    assert "no upper bound" in controls["noise"].tooltip and "[0.0, inf]" in controls["noise"].tooltip
+    assert "hidden" in param_controls(TOY_PARAMS, main_only=False)
+    assert isinstance(param_controls([Param("flag", bool, True)])["flag"], ipw.Checkbox)
+
+
+@pytest.mark.parametrize("preset", ["quick", "standard", "full"])
+def test_param_controls_take_the_preset_values(preset):
+    controls = param_controls(TOY_PARAMS, preset)
+    for p in TOY_PARAMS:
+        if p.main:
+            assert same(controls[p.name].value, p.value_for(preset)), p.name
+
+
+def test_param_controls_reject_an_unknown_preset():
+    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+        param_controls(TOY_PARAMS, "fast")
+
+
+def test_preset_dropdown_resets_the_controls():
+    controls = param_controls(TOY_PARAMS)
+    picker = preset_dropdown(controls, TOY_PARAMS)
+    controls["steps"].value = 7
+    picker.value = "standard"
+    assert controls["steps"].value == 40 and controls["lr"].value == pytest.approx(0.2)
+    picker.value = "full"
+    assert controls["arm"].value == "b"
+    picker.value = "quick"
+    assert (controls["steps"].value, controls["arm"].value) == (20, "a")
+
+
+# --------------------------------------------------------------------------- live curves
+
+def test_live_curves_keep_one_metric_and_split_seeds():
+    curves = LiveCurves()
+    rows = [(0, 1, "m", "loss", 1.0), (0, 1, "m", "acc", 0.1), (0, 2, "m", "loss", 0.5), (1, 1, "m", "loss", 0.9),
+            (0, 1, "b", "loss", 2.0)]
+    for seed, step, series, metric, value in rows:
+        curves.add(dict(seed=seed, step=step, series=series, metric=metric, value=value))
+    assert curves.metric == "loss"  # the first logged
+    assert curves.lines() == {"m": ([1, 2, None, 1], [1.0, 0.5, None, 0.9]), "b": ([1], [2.0])}
+
+
+def test_live_curves_throttle():
+    curves = LiveCurves(every=60)
+    assert curves.due() and not curves.due()
+
+
+# --------------------------------------------------------------------------- the explorer
+
+@pytest.fixture(params=["output", "figurewidget"])
+def plot_backend(request, monkeypatch):
+    """Run explorer tests with both live-plot backends (FigureWidget needs anywidget)."""
+    if request.param == "figurewidget":
+        pytest.importorskip("anywidget")
+    monkeypatch.setattr(forms, "figure_widget_available", lambda: request.param == "figurewidget")
+    return request.param
+
+
+def test_explorer_trains_and_plots_live(toy, plot_backend):
+    ex = explorer(toy)
+    seen = []
+    toy.on_step = lambda: seen.append(sum(trace_lengths(ex.figure).values()))
+    result = ex.train()
+    assert isinstance(ex, ipw.VBox) and result is ex.result
+    assert isinstance(ex.figure, ipw.DOMWidget) == (plot_backend == "figurewidget")
+    assert seen and seen[0] > 0  # the plot had data while the run was still going
+    assert trace_lengths(ex.figure) == {"method": 20, "baseline": 20}
+    assert ex.figure.layout.title.text == "loss"
+    assert "[HOLDS] method beats baseline" in ex.status.value and "color:" not in ex.status.value
+    assert not ex.train_button.disabled
+
+
+def test_explorer_plots_the_asked_metric_and_uses_the_form(toy):
+    ex = explorer(toy, metric="acc")
+    ex.controls["steps"].value = 5
+    result = ex.train()
+    assert result.params["steps"] == 5
+    assert trace_lengths(ex.figure) == {"method": 5}
+
+
+def test_explorer_names_a_metric_that_was_never_logged(toy):
+    ex = explorer(toy, metric="reward")
+    ex.train()
+    assert "metric 'reward' was not logged" in ex.status.value and "'loss', 'acc'" in ex.status.value
+
+
+def test_explorer_preset_switch_runs_that_preset(toy):
+    ex = explorer(toy)
+    ex.preset_picker.value = "standard"
+    result = ex.train()
+    assert (result.preset, result.params["steps"]) == ("standard", 40)
+    assert trace_lengths(ex.figure)["method"] == 40
+
+
+def test_explorer_shows_a_bad_value_in_red_and_records_nothing(toy, store):
+    ex = explorer(toy, record=True)
+    ex.controls["noise"].value = -1.0  # below the param's low bound
+    assert ex.train() is None
+    assert "ValueError: noise=-1.0 is out of range" in ex.status.value
+    assert forms.ERROR_COLOUR in ex.status.value
+    assert not ex.train_button.disabled
+    assert len(store.runs()) == 0
+    ex.controls["noise"].value = 0.5  # now valid: the claim does not hold, and the run is recorded
+    ex.train()
+    assert "[DOES NOT HOLD]" in ex.status.value
+    assert list(store.runs()["method"]) == ["toy"]
+
+
+def test_explorer_rejects_unknown_methods():
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        explorer("nope")
+    with pytest.raises(TypeError, match="expected a method slug"):
+        explorer(3.5)
+
+
+def test_import_widgets_is_cheap():
+    code = ("import sys, widgets; heavy = [m for m in ('panel', 'torch', 'ipywidgets', 'plotly') if m in sys.modules];"
+            "print(heavy); assert not heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------- Panel forms and the app
+
+def test_panel_controls_follow_the_same_rules():
+    controls = panel_forms.panel_controls(TOY_PARAMS)
+    assert list(controls) == ["lr", "steps", "arm", "noise"]
+    assert isinstance(controls["lr"], panel.widgets.DiscreteSlider)
+    assert isinstance(controls["steps"], panel.widgets.IntSlider)
+    assert (controls["steps"].start, controls["steps"].end) == (1, 500)
+    assert isinstance(controls["arm"], panel.widgets.Select) and controls["arm"].options == ["a", "b"]
+    assert isinstance(controls["noise"], panel.widgets.FloatInput)
+    assert isinstance(panel_forms.panel_control(Param("flag", bool, True)), panel.widgets.Checkbox)
+    assert isinstance(panel_forms.panel_control(Param("f", float, 0.5, low=0, high=1)), panel.widgets.FloatSlider)
+
+
+def test_panel_log_slider_holds_the_preset_values():
+    param = Param("lr", float, 3e-4, standard=0.0123, low=1e-5, high=1.0, log=True)
+    options = panel_forms.log_options(param, 1e-5, 1.0)
+    values = list(options.values())
+    assert values == sorted(values) and values[0] == 1e-5 and values[-1] == 1.0
+    assert {3e-4, 0.0123} <= set(values)
+    assert all(math.isclose(v, float(label), rel_tol=1e-9) for label, v in options.items())
+
+
+def test_panel_preset_select_resets_the_controls():
+    controls = panel_forms.panel_controls(TOY_PARAMS)
+    select = panel_forms.panel_preset_select(controls, TOY_PARAMS)
+    controls["steps"].value = 3
+    select.value = "standard"
+    assert (controls["steps"].value, controls["lr"].value) == (40, 0.2)
+
+
+def test_gallery_lists_every_method_by_family():
+    from widgets.app import gallery
+
+    html = "".join(obj.object for obj in gallery().select(panel.pane.HTML))
+    assert html.count('class="labkit-card') == len(labkit.METHODS) == 30
+    for m in labkit.METHODS:
+        assert f'data-slug="{m.slug}"' in html and m.arxiv_url in html
+    n_open = html.count('class="open"')
+    assert n_open == len(labkit.available_methods())
+    assert html.count('class="soon"') == 30 - n_open
+
+
+def test_create_app_falls_back_to_the_gallery_with_a_note():
+    from widgets.app import create_app
+
+    page = create_app("nope")
+    alerts = page.select(panel.pane.Alert)
+    assert alerts and "unknown method 'nope'" in alerts[0].object
+    missing = next(m for m in labkit.METHODS if not m.available)
+    assert "not available yet" in create_app(missing.slug).select(panel.pane.Alert)[0].object
+
+
+def test_method_page_trains_records_and_lists_runs(toy, store):
+    from widgets.app import MethodPage
+
+    page = MethodPage(toy, store=store)
+    assert len(page.runs_table.object) == 0
+    page.controls["steps"].value = 6
+    result = page.train_now()
+    assert result.params["steps"] == 6 and not page.error.visible
+    assert trace_lengths(page.figure) == {"method": 6, "baseline": 6}
+    assert "[HOLDS] method beats baseline" in page.claims.object
+    assert list(page.runs_table.object["changed params"]) == ["steps=6"]
+    page.controls["steps"].value = 20  # back to the preset's value: nothing changed
+    page.train_now()
+    assert list(page.runs_table.object["changed params"]) == ["—", "steps=6"]
+
+
+def test_method_page_shows_a_bad_value_as_an_alert(toy, store):
+    from widgets.app import MethodPage
+
+    page = MethodPage(toy, store=store)
+    page.controls["noise"].value = -2.0
+    assert page.train_now() is None
+    assert page.error.visible and "noise=-2.0 is out of range" in page.error.object
+    assert page.claims.object == "" and not page.train_button.disabled
+    assert len(store.runs()) == 0
+
+
+def test_method_page_async_train_runs_in_a_worker_thread(toy, store):
+    import threading
+
+    from widgets.app import MethodPage
+
+    page = MethodPage(toy, store=store, metric="acc")
+    threads = []
+    toy.on_step = lambda: threads.append(threading.current_thread())
+    asyncio.run(page._on_train())
+    assert threads and threads[0] is not threading.main_thread()
+    assert trace_lengths(page.figure) == {"method": 20} and "[HOLDS]" in page.claims.object
+    assert len(page.runs_table.object) == 1
+
+
+# --------------------------------------------------------------------------- the real methods
+
+@pytest.mark.parametrize("info", labkit.available_methods(), ids=lambda m: m.slug)
+def test_forms_build_for_every_available_method(info, store):
+    from widgets.app import MethodPage
+
+    module = info.load()
+    main = [p.name for p in module.PARAMS if p.main]
+    ex = explorer(info.slug)
+    assert list(ex.controls) == main
+    for p in module.PARAMS:
+        if p.main:
+            assert same(ex.controls[p.name].value, p.quick), p.name
+    page = MethodPage(info.slug, store=store)
+    assert list(page.controls) == main
+    assert labkit.get_method(info.slug).short in page.view.objects[0].object

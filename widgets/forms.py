@@ -1,0 +1,377 @@
+"""ipywidgets forms built from a method's ``PARAMS``, and the notebook explorer.
+
+The rules that turn a :class:`~labkit.core.params.Param` into a control live in one function,
+:func:`control_spec`, which the Panel app (``widgets/panel_forms.py``) uses too:
+
+============================  =================================================================
+param                         control
+============================  =================================================================
+bool                          checkbox
+has ``choices``               dropdown of the choices
+str (no choices)              text box
+int, bounded, span <= 1000    integer slider
+float, ``log``, low > 0       log slider over [low, high]
+float, bounded                slider, if every preset value is easy to reach on it (none squeezed
+                              into the first 5% of the range); otherwise a number box
+unbounded or very wide        number box (the run checks the range and explains a bad value)
+============================  =================================================================
+
+:func:`explorer` is what a notebook's last cell shows: the form, a Train button, a live plot of
+one metric (one line per series) and the claim checks.
+"""
+from __future__ import annotations
+
+import html
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import ipywidgets as ipw
+
+from labkit.core.params import PRESETS, Param, check_preset
+
+SLIDER_STEPS = 100  # positions on a float slider
+MAX_INT_SLIDER_SPAN = 1000  # wider int ranges get a number box
+MAX_LOG_DECADES = 9  # wider log ranges get a number box
+SQUEEZED = 0.05  # a float slider is refused when a preset value sits this close to its low end
+REDRAW_EVERY_S = 0.3  # live plots redraw at most this often while training
+ERROR_COLOUR = "#b00020"
+
+
+# --------------------------------------------------------------------------- Param -> control rules
+
+@dataclass(frozen=True)
+class ControlSpec:
+    """Which control shows a param, toolkit-neutral.
+
+    ``kind`` is one of ``checkbox``, ``select``, ``text``, ``int_slider``, ``float_slider``,
+    ``log_slider``, ``int_box``, ``float_box``. For sliders ``low``/``high``/``step`` are the
+    slider's range and step (for ``log_slider`` the step is in decades); ``options`` lists the
+    choices of a ``select``.
+    """
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    options: tuple | None = None
+
+
+def control_spec(param: Param) -> ControlSpec:
+    """The control for ``param``, by the rules in this module's docstring."""
+    if param.type is bool:
+        return ControlSpec("checkbox")
+    if param.choices is not None:
+        return ControlSpec("select", options=tuple(param.choices))
+    if param.type is str:
+        return ControlSpec("text")
+    box = ControlSpec("int_box" if param.type is int else "float_box", param.low, param.high)
+    low, high = param.low, param.high
+    if low is None or high is None or not high > low:
+        return box
+    if param.type is int:
+        return ControlSpec("int_slider", low, high, 1) if high - low <= MAX_INT_SLIDER_SPAN else box
+    if param.log and low > 0:
+        decades = math.log10(high / low)
+        return ControlSpec("log_slider", low, high, decades / SLIDER_STEPS) if decades <= MAX_LOG_DECADES else box
+    squeezed = any(0 < v - low < SQUEEZED * (high - low) for v in preset_values(param))
+    return box if squeezed else ControlSpec("float_slider", low, high, (high - low) / SLIDER_STEPS)
+
+
+def preset_values(param: Param) -> list:
+    """The param's value in each preset (quick, standard, full)."""
+    return [param.value_for(p) for p in PRESETS]
+
+
+def help_text(param: Param) -> str:
+    """One line for a tooltip: what the knob does and what is allowed."""
+    return f"{param.help} ({param.describe()})" if param.help else param.describe()
+
+
+def shown_params(params: Iterable[Param], main_only: bool = True) -> list[Param]:
+    """The params a form shows: the ``main`` ones, or all of them."""
+    return [p for p in params if p.main or not main_only]
+
+
+def resolve_method(method) -> Any:
+    """A method's module from a slug, short name, id, registry entry, or the module itself.
+
+    Anything with ``PARAMS`` and ``run`` counts as a module (tests pass small fakes).
+    """
+    if hasattr(method, "PARAMS") and hasattr(method, "run"):
+        return method
+    if hasattr(method, "load"):  # a registry MethodInfo
+        return method.load()
+    if isinstance(method, (str, int)):
+        from labkit.core.registry import get_method
+
+        return get_method(method).load()
+    raise TypeError(f"expected a method slug or a module with PARAMS and run, got {type(method).__name__}")
+
+
+def method_name(module) -> str:
+    """The slug of a method module (the last part of its module name)."""
+    return getattr(module, "__name__", "method").rsplit(".", 1)[-1]
+
+
+def changed_values(params: Iterable[Param], values: dict, preset: str) -> dict:
+    """The form values that differ from the preset's: the overrides a run needs."""
+    by_name = {p.name: p for p in params}
+    return {k: v for k, v in values.items() if v != by_name[k].value_for(preset)}
+
+
+# --------------------------------------------------------------------------- live curves
+
+class LiveCurves:
+    """History rows of one metric gathered while a run goes, as one line per series.
+
+    ``add`` is safe to call from a training thread while the UI thread reads ``lines``. The metric
+    is the one asked for, or else the first one logged. Seeds of one series are drawn as one line
+    broken by a gap (``None``) between seeds.
+    """
+
+    def __init__(self, metric: str | None = None, every: float = REDRAW_EVERY_S):
+        self.metric = metric
+        self.every = every
+        self._points: dict[str, dict[int, tuple[list, list]]] = {}
+        self._lock = threading.Lock()
+        self._last_draw = -math.inf  # the first row is drawn at once
+
+    def add(self, row: dict) -> None:
+        """Keep ``row`` (a history row dict) if it is of the plotted metric."""
+        with self._lock:
+            if self.metric is None:
+                self.metric = row["metric"]
+            if row["metric"] != self.metric:
+                return
+            xs, ys = self._points.setdefault(row["series"], {}).setdefault(row["seed"], ([], []))
+            xs.append(row["step"])
+            ys.append(row["value"])
+
+    def due(self) -> bool:
+        """True at most once every ``every`` seconds: time to redraw."""
+        now = time.monotonic()
+        if now - self._last_draw < self.every:
+            return False
+        self._last_draw = now
+        return True
+
+    def lines(self) -> dict[str, tuple[list, list]]:
+        """``{series: (steps, values)}``, seeds joined with ``None`` gaps."""
+        out = {}
+        with self._lock:
+            for series, by_seed in self._points.items():
+                xs, ys = [], []
+                for sx, sy in by_seed.values():
+                    if xs:
+                        xs.append(None)
+                        ys.append(None)
+                    xs += sx
+                    ys += sy
+                out[series] = (xs, ys)
+        return out
+
+
+def live_layout(metric: str | None) -> dict:
+    """Plotly layout of a live curve plot."""
+    return dict(title=metric or "waiting for the first logged value", xaxis_title="step", yaxis_title=metric,
+                template="plotly_white", height=360, margin={"l": 60, "r": 20, "t": 50, "b": 50})
+
+
+def draw_lines(fig, curves: LiveCurves) -> None:
+    """Update ``fig`` (a ``go.Figure`` or ``go.FigureWidget``) in place: one trace per series."""
+    from labkit.viz import PALETTE
+
+    lines = curves.lines()
+    with fig.batch_update():
+        fig.update_layout(**live_layout(curves.metric))
+        traces = {t.name: t for t in fig.data}
+        for i, (series, (xs, ys)) in enumerate(lines.items()):
+            if series not in traces:
+                fig.add_scatter(name=series, mode="lines", line={"color": PALETTE[i % len(PALETTE)]})
+                traces[series] = fig.data[-1]
+            traces[series].x = xs
+            traces[series].y = ys
+
+
+def new_live_figure(widget: bool):
+    """An empty live plot: a ``go.FigureWidget`` when ``widget`` (needs anywidget), else a ``go.Figure``."""
+    import plotly.graph_objects as go
+
+    cls = go.FigureWidget if widget else go.Figure
+    return cls(layout=live_layout(None))
+
+
+def figure_widget_available() -> bool:
+    """Plotly's ``FigureWidget`` needs the ``anywidget`` package."""
+    import importlib.util
+
+    return importlib.util.find_spec("anywidget") is not None
+
+
+def claims_text(result) -> str:
+    """The claim checks of a run, one ``str(claim)`` each."""
+    return "\n".join(str(c) for c in result.claims) or "(this method reports no claim check)"
+
+
+def missing_metric_note(result, metric: str | None) -> str:
+    """A note when the plotted metric never showed up in the run's history ('' otherwise)."""
+    logged = list(dict.fromkeys(result.history["metric"]))
+    if metric is None or metric in logged:
+        return ""
+    return f"metric {metric!r} was not logged by this run; logged metrics: {logged}"
+
+
+# --------------------------------------------------------------------------- ipywidgets
+
+def make_control(param: Param, value=None):
+    """The ipywidgets control for one param, set to ``value`` (default: its quick value)."""
+    spec = control_spec(param)
+    value = param.quick if value is None else value
+    common = dict(description=param.name, tooltip=help_text(param), style={"description_width": "140px"},
+                  layout=ipw.Layout(width="460px"))
+    kind = spec.kind
+    if kind == "checkbox":
+        return ipw.Checkbox(value=value, indent=False, **common)
+    if kind == "select":
+        return ipw.Dropdown(options=list(spec.options), value=value, **common)
+    if kind == "text":
+        return ipw.Text(value=value, **common)
+    if kind == "int_slider":
+        return ipw.IntSlider(value=value, min=spec.low, max=spec.high, step=1, continuous_update=False, **common)
+    if kind == "float_slider":
+        return ipw.FloatSlider(value=value, min=spec.low, max=spec.high, step=spec.step, readout_format=".3g",
+                               continuous_update=False, **common)
+    if kind == "log_slider":
+        return ipw.FloatLogSlider(value=value, base=10, min=math.log10(spec.low), max=math.log10(spec.high),
+                                  step=spec.step, readout_format=".3g", continuous_update=False, **common)
+    if kind == "int_box":
+        return ipw.IntText(value=value, **common)
+    return ipw.FloatText(value=value, **common)
+
+
+def param_controls(params: Iterable[Param], preset: str = "quick", main_only: bool = True) -> dict:
+    """``{name: control}`` for the params (the ``main`` ones unless ``main_only=False``), set to ``preset``."""
+    check_preset(preset)
+    return {p.name: make_control(p, p.value_for(preset)) for p in shown_params(params, main_only)}
+
+
+def set_preset(controls: dict, params: Iterable[Param], preset: str) -> None:
+    """Put every control back to ``preset``'s value of its param."""
+    for p in params:
+        if p.name in controls:
+            controls[p.name].value = p.value_for(preset)
+
+
+def preset_dropdown(controls: dict, params: Iterable[Param], preset: str = "quick") -> ipw.Dropdown:
+    """A preset picker that resets ``controls`` to the chosen preset's values."""
+    params = list(params)
+    picker = ipw.Dropdown(options=list(PRESETS), value=preset, description="preset",
+                          style={"description_width": "140px"}, layout=ipw.Layout(width="460px"))
+    picker.observe(lambda change: set_preset(controls, params, change["new"]), names="value")
+    return picker
+
+
+class Explorer(ipw.VBox):
+    """A method's form, a Train button, a live plot of one metric, and the claim checks.
+
+    Training runs in the button's callback (the kernel is busy meanwhile); the plot redraws at most
+    every ``REDRAW_EVERY_S`` seconds from the run's ``callback``. A ``go.FigureWidget`` is used when
+    anywidget is installed; otherwise the plot is redrawn into an ``Output`` area.
+    """
+
+    def __init__(self, method, metric: str | None = None, *, device: str = "auto", record: bool | None = None,
+                 main_only: bool = True):
+        self.module = resolve_method(method)
+        self.params = list(self.module.PARAMS)
+        self.metric = metric or getattr(self.module, "MAIN_METRIC", None)
+        self.device = device
+        self.record = record
+        self.result = None
+        self.controls = param_controls(self.params, "quick", main_only)
+        self.preset_picker = preset_dropdown(self.controls, self.params)
+        self.seed_box = ipw.BoundedIntText(value=0, min=0, max=2**31 - 1, description="seed",
+                                           style={"description_width": "140px"}, layout=ipw.Layout(width="460px"))
+        self.train_button = ipw.Button(description="Train", button_style="primary", icon="play")
+        self.train_button.on_click(self.train)
+        self.status = ipw.HTML()
+        self.figure = new_live_figure(widget=figure_widget_available())
+        self.plot_output = None if isinstance(self.figure, ipw.DOMWidget) else ipw.Output()
+        plot = self.figure if self.plot_output is None else self.plot_output
+        title = ipw.HTML(f"<b>{html.escape(method_name(self.module))}</b>: change the knobs, then Train")
+        super().__init__([title, self.preset_picker, *self.controls.values(), self.seed_box, self.train_button,
+                          self.status, plot])
+        self._show_figure()
+
+    def values(self) -> dict:
+        """The form's current values, by param name."""
+        return {name: control.value for name, control in self.controls.items()}
+
+    def train(self, _button=None):
+        """Run the method with the form's values; update the plot live; show claims or the error."""
+        preset = self.preset_picker.value
+        overrides = changed_values(self.params, self.values(), preset)
+        curves = LiveCurves(self.metric)
+        self._reset_figure()
+        self.train_button.disabled = True
+        self._set_status(f"training ({preset}{_describe(overrides)}) …")
+
+        def on_row(row):
+            curves.add(row)
+            if curves.due():
+                self._redraw(curves)
+
+        try:
+            result = self.module.run(preset=preset, seed=self.seed_box.value, device=self.device, callback=on_row,
+                                     progress=False, record=self.record, **overrides)
+        except Exception as err:  # shown to the learner, never raised into the notebook
+            self._set_status(f"{type(err).__name__}: {err}", error=True)
+            return None
+        finally:
+            self.train_button.disabled = False
+        self.result = result
+        self._redraw(curves)
+        note = missing_metric_note(result, self.metric)
+        head = f"done in {result.duration_s:.1f} s · preset {preset} · seed {result.seed}{_describe(overrides)}"
+        self._set_status(head + "\n\n" + claims_text(result) + (f"\n\n{note}" if note else ""))
+        return result
+
+    def _set_status(self, text: str, error: bool = False) -> None:
+        colour = f"color:{ERROR_COLOUR};" if error else ""
+        self.status.value = f'<pre style="white-space:pre-wrap;{colour}">{html.escape(text, quote=False)}</pre>'
+
+    def _reset_figure(self) -> None:
+        with self.figure.batch_update():
+            self.figure.data = []
+            self.figure.update_layout(**live_layout(self.metric))
+
+    def _redraw(self, curves: LiveCurves) -> None:
+        draw_lines(self.figure, curves)
+        self._show_figure()
+
+    def _show_figure(self) -> None:
+        """Without FigureWidget: redraw the figure into the Output area (in a kernel; a no-op elsewhere)."""
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if self.plot_output is None or get_ipython() is None:
+            return
+
+        with self.plot_output:
+            self.plot_output.clear_output(wait=True)
+            display(self.figure)
+
+
+def _describe(overrides: dict) -> str:
+    return "" if not overrides else " · " + ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+
+
+def explorer(method, metric: str | None = None, **options) -> Explorer:
+    """The notebook widget for a method (slug or module): form, Train button, live plot, claim checks.
+
+    ``metric`` is the one plotted live (default: the method's ``MAIN_METRIC``, else the first one logged). ``options``:
+    ``device`` ("auto"), ``record`` (write a run record; default: ``$LABKIT_RECORD``), ``main_only``.
+    """
+    return Explorer(method, metric, **options)
