@@ -35,7 +35,8 @@ notebooks: env
 	@for src in $$(ls notebooks/[0-9][0-9]_*.py | grep -- "$(NB)"); do \
 	  nb=$${src%.py}.ipynb; echo "== $$nb"; \
 	  $(VENV)/bin/jupytext --quiet --set-kernel python3 --to ipynb --output $$nb $$src || exit 1; \
-	  LABKIT_PROGRESS=0 $(VENV)/bin/papermill --log-level WARNING -k python3 --cwd notebooks $$nb $$nb || exit 1; \
+	  LABKIT_PROGRESS=0 $(VENV)/bin/papermill --log-level WARNING --no-progress-bar -k python3 --cwd notebooks $$nb $$nb || exit 1; \
+	  $(PY) -c "import sys; from labkit.cli import strip_widget_state; strip_widget_state(sys.argv[1])" $$nb; \
 	done
 
 bench: env

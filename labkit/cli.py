@@ -86,6 +86,8 @@ def execute_notebook(slug: str, preset: str = "quick", seed: int = 0, device: st
     except papermill.PapermillExecutionError as err:
         raise CLIError(f"{info.slug}: the notebook stopped at cell {err.exec_count} with {err.ename}: "
                        f"{err.evalue}; nothing was recorded (executed notebook kept at {output})") from None
+    else:
+        strip_widget_state(output)
     finally:
         for key, value in env_before.items():
             if value is None:
@@ -93,6 +95,16 @@ def execute_notebook(slug: str, preset: str = "quick", seed: int = 0, device: st
             else:
                 os.environ[key] = value
     return {"slug": info.slug, "output": str(output), "seconds": time.perf_counter() - start}
+
+
+def strip_widget_state(path: str | Path) -> None:
+    """Drop the saved ipywidgets state from an executed notebook. It holds, among others, plotly.js for the
+    live figure (~5 MB) and is useless without a kernel; the widgets are rebuilt when the cell runs."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    if nb.metadata.pop("widgets", None) is not None:
+        nbformat.write(nb, str(path))
 
 
 def cmd_run(args) -> int:

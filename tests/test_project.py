@@ -72,3 +72,11 @@ def test_every_notebook_follows_the_conventions():
         assert checked, f"{src.name}: no cell is tagged nbval-check-output"
         assert all(c.outputs for c in checked), f"{src.name}: a checked cell has no committed output"
         assert "widgets.explorer(" in src.read_text(), f"{src.name}: no interactive widget"
+
+
+def test_committed_notebooks_carry_no_widget_state_and_stay_small():
+    import json
+
+    for twin in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        assert "widgets" not in json.loads(twin.read_text())["metadata"], f"{twin.name}: run `make notebooks`"
+        assert twin.stat().st_size < 2_000_000, f"{twin.name} is {twin.stat().st_size / 1e6:.1f} MB"
