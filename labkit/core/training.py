@@ -22,7 +22,7 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
 
 def check_finite(value, step: int, series: str = "") -> float:
     """Return ``float(value)``; raise ``DivergenceError`` naming the step when it is NaN/inf."""
-    number = float(value)
+    number = float(value.detach() if hasattr(value, "detach") else value)
     if not math.isfinite(number):
         where = f" in {series!r}" if series else ""
         raise DivergenceError(
