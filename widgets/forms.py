@@ -252,10 +252,13 @@ def make_control(param: Param, value=None):
     return ipw.FloatText(value=value, **common)
 
 
-def param_controls(params: Iterable[Param], preset: str = "quick", main_only: bool = True) -> dict:
-    """``{name: control}`` for the params (the ``main`` ones unless ``main_only=False``), set to ``preset``."""
+def param_controls(params: Iterable[Param], preset: str = "quick", main_only: bool = True,
+                   make=None) -> dict:
+    """``{name: control}`` for the params (the ``main`` ones unless ``main_only=False``), set to ``preset``.
+    ``make(param, value)`` builds one control (default: the ipywidgets one, :func:`make_control`)."""
     check_preset(preset)
-    return {p.name: make_control(p, p.value_for(preset)) for p in shown_params(params, main_only)}
+    make = make or make_control
+    return {p.name: make(p, p.value_for(preset)) for p in shown_params(params, main_only)}
 
 
 def set_preset(controls: dict, params: Iterable[Param], preset: str) -> None:

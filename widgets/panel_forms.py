@@ -11,8 +11,8 @@ from typing import Iterable
 import numpy as np
 import panel as pn
 
-from labkit.core.params import PRESETS, Param, check_preset
-from widgets.forms import SLIDER_STEPS, control_spec, help_text, shown_params
+from labkit.core.params import PRESETS, Param
+from widgets.forms import SLIDER_STEPS, control_spec, help_text, param_controls, set_preset
 
 WIDTH = 300
 
@@ -51,22 +51,14 @@ def panel_control(param: Param, value=None):
 
 def panel_controls(params: Iterable[Param], preset: str = "quick", main_only: bool = True) -> dict:
     """``{name: Panel widget}`` for the params (the ``main`` ones unless ``main_only=False``), set to ``preset``."""
-    check_preset(preset)
-    return {p.name: panel_control(p, p.value_for(preset)) for p in shown_params(params, main_only)}
-
-
-def set_panel_preset(controls: dict, params: Iterable[Param], preset: str) -> None:
-    """Put every control back to ``preset``'s value of its param."""
-    for p in params:
-        if p.name in controls:
-            controls[p.name].value = p.value_for(preset)
+    return param_controls(params, preset, main_only, make=panel_control)
 
 
 def panel_preset_select(controls: dict, params: Iterable[Param], preset: str = "quick"):
     """A preset select that resets ``controls`` to the chosen preset's values."""
     params = list(params)
     select = pn.widgets.Select(label="preset", options=list(PRESETS), value=preset, width=WIDTH)
-    select.param.watch(lambda event: set_panel_preset(controls, params, event.new), "value")
+    select.param.watch(lambda event: set_preset(controls, params, event.new), "value")
     return select
 
 
