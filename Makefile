@@ -32,7 +32,7 @@ test: env browser
 	$(VENV)/bin/python -m pytest tests --nbval-lax notebooks -p no:cacheprovider -q
 
 notebooks: env
-	@for src in $$(ls notebooks/[0-9][0-9]_*.py | grep -- "$(NB)"); do \
+	@for src in $$(ls notebooks/[0-9][0-9]_*.py notebooks/index.py | grep -- "$(NB)"); do \
 	  nb=$${src%.py}.ipynb; echo "== $$nb"; \
 	  $(VENV)/bin/jupytext --quiet --set-kernel python3 --to ipynb --output $$nb $$src || exit 1; \
 	  LABKIT_PROGRESS=0 $(VENV)/bin/papermill --log-level WARNING --no-progress-bar -k python3 --cwd notebooks $$nb $$nb || exit 1; \
