@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+NOTES = "<!-- notes: kept when the script rewrites this file -->"
 sys.path.insert(0, str(ROOT))
 
 
@@ -78,7 +79,10 @@ The notebook column is the whole notebook (kernel start, the tiny demos, the fig
 `make run` and CI execute it. The `run()` columns force the thread count with `LABKIT_THREADS`; each
 method's quick preset uses the count set in its `method_run(threads=...)`.
 """
-    (ROOT / "BENCHMARKS.md").write_text(text)
+    target = ROOT / "BENCHMARKS.md"
+    if target.exists() and NOTES in target.read_text():  # keep the hand-written notes below the marker
+        text += "\n" + NOTES + target.read_text().split(NOTES, 1)[1]
+    target.write_text(text)
     print(text)
 
 
