@@ -29,7 +29,7 @@ boxcox_lambda = None  # Box-Cox λ of the derivative family: 0 → −g is log-n
 clip = None           # lower bound on a drawn derivative (−1 in the paper)
 width = None          # hidden units per MLP layer
 depth = None          # hidden layers (ReLU + BatchNorm)
-signal_scale = None   # simulator signal: smaller = noisier labels; 2 gives a Bayes accuracy near 0.8
+signal_scale = None   # simulator signal, smaller means noisier labels; 2 gives a Bayes accuracy near 0.8
 n = None              # simulator samples (70% train / 30% test)
 
 # %%

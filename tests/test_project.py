@@ -80,3 +80,16 @@ def test_committed_notebooks_carry_no_widget_state_and_stay_small():
     for twin in sorted((ROOT / "notebooks").glob("*.ipynb")):
         assert "widgets" not in json.loads(twin.read_text())["metadata"], f"{twin.name}: run `make notebooks`"
         assert twin.stat().st_size < 2_000_000, f"{twin.name} is {twin.stat().st_size / 1e6:.1f} MB"
+
+
+def test_papermill_reads_every_parameter_of_every_notebook():
+    """papermill skips a parameters-cell line it cannot parse (e.g. a second '=' in a comment); then
+    `labkit run -p` and `papermill --help-notebook` would not know that knob."""
+    import papermill
+
+    for twin in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        import jupytext
+
+        first = next(c for c in jupytext.read(twin).cells if c.cell_type == "code")
+        names = set(re.findall(r"^(\w+) = ", first.source, re.M))
+        assert set(papermill.inspect_notebook(str(twin))) == names, twin.name
