@@ -144,13 +144,13 @@ def cmd_report(args) -> int:
         if mine.empty:
             entries.append((m, None, None))
             continue
-        latest = mine.iloc[0]  # newest first
-        nb = Path(latest["notebook"])
+        nb = Path(mine.iloc[0]["notebook"])  # the newest executed notebook ...
+        runs_of_nb = mine[mine["notebook"] == str(nb)].iloc[::-1]  # ... and every run() it made, in order
         page = None
         if nb.exists():
             page = out / (nb.stem + ".html")
             _notebook_to_html(nb, page)
-        entries.append((m, latest, page))
+        entries.append((m, runs_of_nb, page))
     index = out / "index.html"
     index.write_text(_report_html(entries), encoding="utf-8")
     print(f"report → {index}")
@@ -168,22 +168,26 @@ def _notebook_to_html(notebook: Path, target: Path) -> None:
 def _report_html(entries) -> str:
     esc = html.escape
     rows = []
-    for m, run, page in entries:
-        if run is None:
+    for m, runs, page in entries:
+        if runs is None:
             rows.append(f"<tr><td>{m.id:02d}</td><td>{esc(m.short)}</td><td colspan=4>no executed run yet "
                         f"(<code>labkit run {m.slug}</code>)</td></tr>")
             continue
+        labels = _run_labels(list(runs["params"]))
         claims = "".join(
-            f"<li class='{'ok' if c['passed'] else 'no'}'><b>{'HOLDS' if c['passed'] else 'DOES NOT HOLD'}"
-            f"{'' if c['asserted'] else ' (reported, not asserted)'}</b> — {esc(c['claim'])}<br><small>"
-            + esc(", ".join(f"{k} = {_num(v)}" for k, v in c["numbers"].items())) + "</small></li>"
-            for c in run["claims"])
+            (f"<p><b>{esc(label)}</b></p>" if label else "") + "<ul>" + "".join(
+                f"<li class='{'ok' if c['passed'] else 'no'}'><b>{'HOLDS' if c['passed'] else 'DOES NOT HOLD'}"
+                f"{'' if c['asserted'] else ' (reported, not asserted)'}</b> — {esc(c['claim'])}<br><small>"
+                + esc(", ".join(f"{k} = {_num(v)}" for k, v in c["numbers"].items())) + "</small></li>"
+                for c in run["claims"]) + "</ul>"
+            for label, (_, run) in zip(labels, runs.iterrows()))
         link = f"<a href='{esc(page.name)}'>notebook</a>" if page else "(notebook file missing)"
-        when = _dt.datetime.fromtimestamp(run["created_at"]).strftime("%Y-%m-%d %H:%M")
+        first = runs.iloc[0]
+        when = _dt.datetime.fromtimestamp(first["created_at"]).strftime("%Y-%m-%d %H:%M")
         rows.append(
             f"<tr><td>{m.id:02d}</td><td><a href='{m.arxiv_url}'>{esc(m.short)}</a><br><small>{esc(m.family)}"
-            f"</small></td><td>{esc(run['preset'])}</td><td>{run['duration_s']:.1f} s<br><small>{when}</small></td>"
-            f"<td>{link}</td><td><ul>{claims}</ul></td></tr>")
+            f"</small></td><td>{esc(first['preset'])}</td><td>{runs['duration_s'].sum():.1f} s<br><small>{when}"
+            f"</small></td><td>{link}</td><td>{claims}</td></tr>")
     pending = sum(not m.available for m in METHODS)
     return f"""<!doctype html><html><head><meta charset='utf-8'><title>labkit report</title><style>
 body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;width:100%}}
@@ -191,8 +195,17 @@ td,th{{border-bottom:1px solid #ddd;padding:8px;vertical-align:top;text-align:le
 li.ok b{{color:#1a7f37}} li.no b{{color:#b42318}} small{{color:#555}}</style></head><body>
 <h1>labkit report</h1><p>Each row links the executed notebook of the newest recorded run and its claim checks,
 computed from that run. {pending} of {len(METHODS)} methods are not available yet.</p>
-<table><tr><th>#</th><th>method</th><th>preset</th><th>run time</th><th>executed notebook</th><th>claim checks</th></tr>
+<table><tr><th>#</th><th>method</th><th>preset</th><th>run() time</th><th>executed notebook</th><th>claim checks</th></tr>
 {''.join(rows)}</table></body></html>"""
+
+
+def _run_labels(params: list[dict]) -> list[str]:
+    """For a notebook that called run() more than once: name each run by the params that differ."""
+    if len(params) == 1:
+        return [""]
+    differ = [k for k in params[0] if len({json.dumps(p.get(k)) for p in params}) > 1]
+    return [f"run {i + 1}: " + (", ".join(f"{k}={p[k]}" for k in differ) or "same params")
+            for i, p in enumerate(params)]
 
 
 def _num(v) -> str:
