@@ -153,3 +153,141 @@ def support_mask(ref_logp: torch.Tensor, mass: float = 0.99) -> torch.Tensor:
     before = sorted_probs.cumsum(-1) - sorted_probs  # mass strictly above each response
     keep_sorted = before < mass
     return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+
+
+# --- more gold-reward problems: vector responses (RM ensembles), length-vs-quality candidates (DAA) -----------
+
+def quadratic_gold_reward(responses: torch.Tensor, w: torch.Tensor, curvature: float = 0.15) -> torch.Tensor:
+    """r*(y) = w·y − c·‖y‖²: rewards a direction, punishes extreme responses (c = 0.15 in the RM-ensembles card).
+    ``responses (..., d)`` → ``(...)``."""
+    return responses @ w - curvature * responses.pow(2).sum(-1)
+
+
+def unit_direction(dim: int, generator: torch.Generator) -> torch.Tensor:
+    """w ~ N(0, I_d) rescaled to ‖w‖ = 1."""
+    w = torch.randn(dim, generator=generator)
+    return w / w.norm()
+
+
+def bt_labels(gold_a: torch.Tensor, gold_b: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Bradley–Terry labels from a known reward: True where a ≻ b, drawn with P = σ(r*(a) − r*(b)).
+    ``generator`` is a CPU generator (labels are drawn on the CPU and moved to ``gold_a``'s device)."""
+    u = torch.rand(gold_a.shape, generator=generator).to(gold_a.device)
+    return u < bradley_terry_prob(gold_a, gold_b)
+
+
+def order_pairs(a: torch.Tensor, b: torch.Tensor, a_wins: torch.Tensor):
+    """(chosen, rejected) = (a, b) where ``a_wins``, else (b, a); works for indices ``(N,)`` or vectors ``(N, d)``."""
+    win = a_wins.view(-1, *([1] * (a.dim() - 1)))
+    return torch.where(win, a, b), torch.where(win, b, a)
+
+
+@dataclass
+class LengthCandidates:
+    """P prompts × M candidate responses described by length ℓ and content quality q (the DAA toy).
+
+    ``features`` = (ℓ/ℓ_max, q) ``(P, M, 2)``; ``gold`` r*(x, y) ``(P, M)``; ``ref_logp`` log π_ref ``(P, M)``.
+    """
+
+    length: torch.Tensor
+    quality: torch.Tensor
+    features: torch.Tensor
+    gold: torch.Tensor
+    ref_logp: torch.Tensor
+
+    def to(self, device) -> "LengthCandidates":
+        return LengthCandidates(*(t.to(device) for t in (self.length, self.quality, self.features, self.gold,
+                                                           self.ref_logp)))
+
+
+def make_length_candidates(n_prompts: int = 32, n_candidates: int = 40, generator: torch.Generator | None = None,
+                           max_length: int = 20, ref_length_coef: float = -0.6, ref_quality_coef: float = 0.3,
+                           gold_linear: float = 0.6, gold_quadratic: float = 0.06) -> LengthCandidates:
+    """Candidates with ℓ ~ U{1 … ℓ_max} and q ~ N(0, 1) per (prompt, candidate);
+        π_ref(y|x) ∝ exp(a·ℓ + b·q)       (a = −0.6: the reference rarely writes long responses)
+        r*(x, y) = q + c₁·ℓ − c₂·ℓ²       (peaks at ℓ = c₁/(2c₂) = 5 with the defaults)
+    so a policy that exploits length beyond the covered range loses gold reward."""
+    length = torch.randint(1, max_length + 1, (n_prompts, n_candidates), generator=generator).float()
+    quality = torch.randn(n_prompts, n_candidates, generator=generator)
+    features = torch.stack([length / max_length, quality], dim=-1)
+    gold = quality + gold_linear * length - gold_quadratic * length**2
+    ref_logp = torch.log_softmax(ref_length_coef * length + ref_quality_coef * quality, dim=-1)
+    return LengthCandidates(length, quality, features, gold, ref_logp)
+
+
+# --- general (possibly intransitive) preferences: a preference matrix per prompt ----------------------------
+#
+# P[..., i, j] = P(y_i ≻ y_j | x) with P[i, j] + P[j, i] = 1 and P[i, i] = 1/2. Bradley–Terry is the special
+# case P[i, j] = σ(r_i − r_j), which is always transitive; a rock-paper-scissors cycle is not.
+
+def bt_preference_matrix(rewards: torch.Tensor) -> torch.Tensor:
+    """P[i, j] = σ(r_i − r_j) from rewards ``(..., K)`` → ``(..., K, K)``."""
+    return torch.sigmoid(rewards.unsqueeze(-1) - rewards.unsqueeze(-2))
+
+
+def check_preference_matrix(P: torch.Tensor, atol: float = 1e-6) -> torch.Tensor:
+    """Raise ``ValueError`` unless 0 ≤ P ≤ 1, P + Pᵀ = 1 (so the diagonal is 1/2). Returns ``P``."""
+    if (P < 0).any() or (P > 1).any():
+        raise ValueError("preference probabilities must lie in [0, 1]")
+    if not torch.allclose(P + P.transpose(-1, -2), torch.ones_like(P), atol=atol):
+        raise ValueError("a preference matrix needs P[i, j] + P[j, i] = 1 (and P[i, i] = 1/2)")
+    return P
+
+
+def cyclic_preference_matrix(cycle: tuple[float, float, float] = (0.9, 0.6, 0.7), n_extra: int = 2,
+                             extra_lose: float = 0.75, permutation: torch.Tensor | None = None) -> torch.Tensor:
+    """An intransitive K = 3 + n_extra game (the INPO card's toy):
+        responses 0, 1, 2 form a cycle  P(0≻1) = c₀, P(1≻2) = c₁, P(2≻0) = c₂  (all > 1/2: no best response);
+        responses 3 … lose to each of 0–2 with P = ``extra_lose`` and tie one another (1/2).
+    ``permutation`` (a ``(K,)`` index tensor) relabels the responses: P'[i, j] = P[perm[i], perm[j]]."""
+    K = 3 + n_extra
+    P = torch.full((K, K), 0.5)
+    for (i, j), p in zip(((0, 1), (1, 2), (2, 0)), cycle):
+        P[i, j], P[j, i] = p, 1 - p
+    P[:3, 3:], P[3:, :3] = extra_lose, 1 - extra_lose
+    if permutation is not None:
+        P = P[permutation][:, permutation]
+    return check_preference_matrix(P)
+
+
+def sample_preference_labels(P: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                             generator: torch.Generator) -> torch.Tensor:
+    """The oracle: True where y_a ≻ y_b, each label ~ Bernoulli(P[a, b]). ``P (..., K, K)``, ``a, b (..., N)``
+    index tensors; ``generator`` a CPU generator. Ties a = b are labelled by a fair coin (drop them yourself)."""
+    p = P.gather(-2, a.unsqueeze(-1).expand(*a.shape, P.shape[-1])).gather(-1, b.unsqueeze(-1)).squeeze(-1)
+    return torch.rand(p.shape, generator=generator).to(p.device) < p
+
+
+def win_rate_vs_policy(P: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """P(y ≻ π) = Σ_j P[y, j] π(j) for every response y. ``P (..., K, K)``, ``probs (..., K)`` → ``(..., K)``."""
+    return (P * probs.unsqueeze(-2)).sum(-1)
+
+
+def policy_win_rate(P: torch.Tensor, probs_a: torch.Tensor, probs_b: torch.Tensor) -> torch.Tensor:
+    """P(π_a ≻ π_b) = Σ_ij π_a(i) P[i, j] π_b(j). ``(...)``."""
+    return (probs_a * win_rate_vs_policy(P, probs_b)).sum(-1)
+
+
+def exploitability(P: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """e(π) = max_y P(y ≻ π) − 1/2 ≥ 0, zero exactly at a Nash policy of the (unregularised) game. ``(...)``."""
+    return win_rate_vs_policy(P, probs).max(-1).values - 0.5
+
+
+def nash_policy(P: torch.Tensor) -> torch.Tensor:
+    """A Nash policy of the symmetric game with payoff A = P − 1/2 (one ``(K, K)`` matrix), by linear programming:
+        minimise v  subject to  Σ_j A[y, j] π(j) ≤ v for every y,  π ≥ 0,  Σ π = 1      (the value is v = 0).
+    Returns π ``(K,)`` (float64 → P's dtype). Uses ``scipy.optimize.linprog``."""
+    import numpy as np
+    from scipy.optimize import linprog
+
+    A = P.detach().cpu().double().numpy() - 0.5
+    K = A.shape[0]
+    cost = np.r_[np.zeros(K), 1.0]                       # variables (π, v)
+    upper = np.c_[A, -np.ones(K)]                         # A π − v ≤ 0
+    equal = np.r_[np.ones(K), 0.0][None]                  # Σ π = 1
+    res = linprog(cost, A_ub=upper, b_ub=np.zeros(K), A_eq=equal, b_eq=[1.0],
+                  bounds=[(0, None)] * K + [(None, None)], method="highs")
+    if not res.success:
+        raise RuntimeError(f"linprog failed: {res.message}")
+    pi = np.clip(res.x[:K], 0, None)
+    return torch.tensor(pi / pi.sum(), dtype=P.dtype)

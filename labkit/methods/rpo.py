@@ -13,10 +13,10 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from labkit import viz
 from labkit.core import ClaimCheck, Outcome, Param, RunContext, method_run
+from labkit.core.preference import dpo_loss
 from labkit.data import preferences as prefs
 
 PARAMS = [
@@ -49,12 +49,7 @@ METRICS = ("gold_reward", "logp_chosen", "logp_rejected", "sq_norm", "kl", "mass
 
 
 # --- the losses (per example: each returns a tensor shaped like its inputs; take the mean yourself) ------
-
-def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
-    """L_DPO = −log σ(β·[(log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l))]), per example."""
-    margin = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
-    return -F.logsigmoid(beta * margin)
-
+# dpo_loss lives in labkit.core.preference (shared by the DPO-family methods); imported above.
 
 def rpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, eta):
     """L_RPO = L_DPO − η·β·log π(y_w), per example; log π(y_w) is the SUM over the response's tokens
