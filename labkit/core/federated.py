@@ -204,3 +204,64 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Fraction of samples whose arg-max logit is the label."""
     model.eval()
     return float((model(x).argmax(dim=1) == y).float().mean())
+
+
+# ---------------------------------------------------------------- clipping and adversarial clients
+#
+# Generic pieces for robustness experiments (RFFL and later methods). An attack corrupts what a client
+# *uploads*; each function works entry by entry on one tensor and draws its randomness from a CPU
+# ``torch.Generator`` (moved to the tensor's device afterwards), so runs are reproducible on any device.
+
+
+def update_norm(update: State) -> torch.Tensor:
+    """‖u‖ over all floating entries of an update (one vector in state-dict order)."""
+    return flatten_update(update).norm()
+
+
+def clip_to_norm(update: State, gamma: float) -> State:
+    """u · min(1, Γ/‖u‖): rescale the whole update (all tensors together) to norm Γ if it is longer.
+
+    The official RFFL code compares ‖u‖ + 1e-7 with Γ and divides by ‖u‖ + 1e-7; without the ε the
+    result differs by a relative 1e-7/‖u‖, and clipping an already clipped update changes nothing.
+    """
+    norm = float(update_norm(update))
+    if norm <= gamma:
+        return {k: v.clone() for k, v in update.items()}
+    scale = gamma / norm
+    return {k: v * scale if v.is_floating_point() else v.clone() for k, v in update.items()}
+
+
+def _uniform(t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """U[0, 1) entries shaped like ``t``, drawn on the CPU from ``generator``, on ``t``'s device."""
+    return torch.rand(t.shape, generator=generator).to(device=t.device, dtype=t.dtype)
+
+
+def uniform_noise_like(t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Free-rider upload: i.i.d. U[−1, 1] entries of ``t``'s shape (``t``'s values are ignored)."""
+    return 2 * _uniform(t, generator) - 1
+
+
+def randomize_signs(t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Sign randomising: t_k · s_k with s_k = ±1, each with probability 1/2."""
+    return torch.where(_uniform(t, generator) < 0.5, -t, t)
+
+
+def invert_values(t: torch.Tensor, generator: torch.Generator, eps: float = 1e-10) -> torch.Tensor:
+    """Value inverting: each entry, with probability 1/2, replaced by 1/(t_k + ε)."""
+    return torch.where(_uniform(t, generator) < 0.5, 1.0 / (t + eps), t)
+
+
+def rescale_values(t: torch.Tensor, generator: torch.Generator, noise: float = 10.0) -> torch.Tensor:
+    """Re-scaling: t_k · U[−noise, noise] · noise, entry by entry."""
+    return t * (2 * noise * _uniform(t, generator) - noise) * noise
+
+
+def flip_labels(y: torch.Tensor, source: int = 1, target: int = 7) -> torch.Tensor:
+    """Label flipping: a copy of ``y`` with every ``source`` label replaced by ``target``."""
+    return torch.where(y == source, torch.full_like(y, target), y)
+
+
+def corrupt_update(update: State, attack: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+                   generator: torch.Generator) -> State:
+    """Apply an entry-wise ``attack`` to every floating tensor of an update, in state-dict order."""
+    return {k: attack(v, generator) if v.is_floating_point() else v.clone() for k, v in update.items()}
