@@ -2,6 +2,7 @@
 
     python benchmarks/bench.py            # all available methods
     python benchmarks/bench.py rpo fedld  # some
+    python benchmarks/bench.py --notebooks-only   # skip the direct run() timings (half the time)
 
 Measures: `import labkit` (fresh interpreter, best of 5), each method's quick preset through papermill
 (the whole notebook, as CI and `make run` execute it), and `run(preset="quick")` called directly,
@@ -47,7 +48,7 @@ def notebook_time(slug: str) -> float:
         return execute_notebook(slug, "quick", 0, "auto", {}, tmp)["seconds"]
 
 
-def main(slugs: list[str]) -> None:
+def main(slugs: list[str], notebooks_only: bool = False) -> None:
     import labkit
 
     methods = [m for m in labkit.available_methods() if not slugs or m.slug in slugs]
@@ -55,8 +56,11 @@ def main(slugs: list[str]) -> None:
     for m in methods:
         print(f"{m.slug}: notebook ...", flush=True)
         nb = notebook_time(m.slug)
-        one, two = direct_run_time(m.slug, 1), direct_run_time(m.slug, 2)
-        rows.append(f"| {m.id:02d} {m.short} | {nb:.1f} | {one:.1f} | {two:.1f} |")
+        if notebooks_only:
+            rows.append(f"| {m.id:02d} {m.short} | {nb:.1f} | — | — |")
+        else:
+            one, two = direct_run_time(m.slug, 1), direct_run_time(m.slug, 2)
+            rows.append(f"| {m.id:02d} {m.short} | {nb:.1f} | {one:.1f} | {two:.1f} |")
         print(rows[-1], flush=True)
     imp = import_time()
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -87,4 +91,5 @@ method's quick preset uses the count set in its `method_run(threads=...)`.
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    main(args, notebooks_only="--notebooks-only" in sys.argv)
