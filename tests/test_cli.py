@@ -103,3 +103,20 @@ def test_sweep_runs_on_a_local_dask_cluster_and_records_each_run(store, tmp_path
 
     table = pd.read_csv(csv)
     assert sorted(table["eta"]) == [1, 5] and len(store.runs("rpo")) == 2
+
+
+@pytest.mark.slow
+def test_a_bad_value_injected_straight_into_a_notebook_stops_it_with_a_clear_error(store, tmp_path, monkeypatch):
+    """Bypassing `labkit run` (plain papermill), the notebook's own run() call refuses the value, and nothing is
+    recorded although recording is on."""
+    import papermill
+
+    monkeypatch.setenv("LABKIT_RECORD", "1")
+
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        papermill.execute_notebook(str(ROOT / "notebooks" / "08_rpo.ipynb"), str(tmp_path / "out.ipynb"),
+                                   parameters={"beta": -1.0}, kernel_name="python3", cwd=str(ROOT / "notebooks"),
+                                   progress_bar=False)
+    assert err.value.ename == "ValueError"
+    assert "beta=-1.0 is out of range: expected float in [0.001, 10.0]" in err.value.evalue
+    assert store.runs().empty
