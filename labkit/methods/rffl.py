@@ -27,8 +27,8 @@ from torch.nn import functional as F
 
 from labkit import viz
 from labkit.core import ClaimCheck, Outcome, Param, RunContext, method_run
-from labkit.core.federated import (Client, LocalSGD, aggregate, clip_to_norm, corrupt_update, flatten_update,
-                                   flip_labels, invert_values, local_train, model_state, randomize_signs,
+from labkit.core.federated import (Client, LocalSGD, accuracy, aggregate, clip_to_norm, corrupt_update,
+                                   flatten_update, flip_labels, invert_values, local_train, model_state, randomize_signs,
                                    rescale_values, size_weights, uniform_noise_like, update_norm)
 from labkit.data.federated import load_digits_split
 from labkit.models import MLP
@@ -414,11 +414,10 @@ def participant_generators(seed: int, n: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(10_000 * seed + i) for i in range(n)]
 
 
-@torch.no_grad()
 def accuracy_of(worker: nn.Module, state: State, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Test accuracy of ``state`` loaded into the shared ``worker`` network."""
     worker.load_state_dict(state)
-    worker.eval()
-    return float((worker(x).argmax(1) == y).float().mean())
+    return accuracy(worker, x, y)
 
 
 @torch.no_grad()
