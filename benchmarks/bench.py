@@ -8,6 +8,7 @@ Measures: `import labkit` (fresh interpreter, best of 5), each method's quick pr
 (the whole notebook, as CI and `make run` execute it), and `run(preset="quick")` called directly,
 with 1 and with 2 torch threads. Timings depend on the machine; the table says which one.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,10 @@ def import_time(repeats: int = 5) -> float:
 
 
 def direct_run_time(slug: str, threads: int) -> float:
-    code = (f"import time, labkit; t=time.perf_counter(); labkit.run({slug!r}, progress=False); "
-            "print(time.perf_counter()-t)")
+    code = (
+        f"import time, labkit; t=time.perf_counter(); labkit.run({slug!r}, progress=False); "
+        "print(time.perf_counter()-t)"
+    )
     env = {**os.environ, "LABKIT_THREADS": str(threads), "LABKIT_PROGRESS": "0"}
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
     return float(out.stdout.strip().splitlines()[-1])
@@ -66,9 +69,10 @@ def main(slugs: list[str], notebooks_only: bool = False) -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     import torch
 
-    text = f"""# Benchmarks
+    text = (
+        f"""# Benchmarks
 
-Written by `python benchmarks/bench.py` on {time.strftime('%Y-%m-%d')} ({machine}, torch {torch.__version__},
+Written by `python benchmarks/bench.py` on {time.strftime("%Y-%m-%d")} ({machine}, torch {torch.__version__},
 no GPU). Rerun it to refresh; figures depend on the machine.
 
 `import labkit`: **{imp * 1000:.0f} ms** (fresh interpreter, best of 5, interpreter start included; the budget is 1 s).
@@ -77,12 +81,15 @@ Quick preset, wall seconds (budget: ~30 s per notebook through papermill):
 
 | method | notebook via papermill | `run()` 1 thread | `run()` 2 threads |
 | --- | --- | --- | --- |
-""" + "\n".join(rows) + """
+"""
+        + "\n".join(rows)
+        + """
 
 The notebook column is the whole notebook (kernel start, the tiny demos, the figures, the widget), as
 `make run` and CI execute it. The `run()` columns force the thread count with `LABKIT_THREADS`; each
 method's quick preset uses the count set in its `method_run(threads=...)`.
 """
+    )
     target = ROOT / "BENCHMARKS.md"
     if target.exists() and NOTES in target.read_text():  # keep the hand-written notes below the marker
         text += "\n" + NOTES + target.read_text().split(NOTES, 1)[1]

@@ -6,6 +6,7 @@
 >>> labkit.get_method("rpo").title[:20]
 'Provably Mitigating '
 """
+
 from .core.params import PRESETS, Param
 from .core.registry import METHODS, available_methods, get_method
 

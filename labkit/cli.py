@@ -9,6 +9,7 @@
 ``run`` validates the parameters first (nothing is executed or recorded when one is wrong), executes
 the method's paired notebook with papermill into the runs folder, and records the run in the store.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,7 @@ def cmd_list(args) -> int:
         readme.write_text(readme_with_table(readme.read_text(encoding="utf-8")), encoding="utf-8")
         print(f"updated the method table in {readme}")
         return 0
-    rows = [m for m in METHODS if (not args.family or m.family == args.family) and
-            (not args.available or m.available)]
+    rows = [m for m in METHODS if (not args.family or m.family == args.family) and (not args.available or m.available)]
     print(f"{'#':>2}  {'slug':<22} {'method':<26} {'family':<25} status")
     for m in rows:
         status = "available" if m.available else "not yet available"
@@ -52,8 +52,14 @@ def _notebook_paths(info) -> tuple[Path, Path]:
     return src, src.with_suffix(".ipynb")
 
 
-def execute_notebook(slug: str, preset: str = "quick", seed: int = 0, device: str = "auto",
-                     overrides: dict | None = None, out_dir: str | Path = "runs") -> dict:
+def execute_notebook(
+    slug: str,
+    preset: str = "quick",
+    seed: int = 0,
+    device: str = "auto",
+    overrides: dict | None = None,
+    out_dir: str | Path = "runs",
+) -> dict:
     """Validate, then execute the method's notebook with papermill; returns where it went and how long.
 
     The notebook's ``run()`` records itself in the store (``LABKIT_RECORD=1``), tagged with the output
@@ -80,12 +86,19 @@ def execute_notebook(slug: str, preset: str = "quick", seed: int = 0, device: st
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
-            str(ipynb), str(output), parameters={"preset": preset, "seed": seed, "device": device, **chosen},
-            kernel_name="python3", cwd=str(ipynb.parent), progress_bar=False, log_output=False,
+            str(ipynb),
+            str(output),
+            parameters={"preset": preset, "seed": seed, "device": device, **chosen},
+            kernel_name="python3",
+            cwd=str(ipynb.parent),
+            progress_bar=False,
+            log_output=False,
         )
     except papermill.PapermillExecutionError as err:
-        raise CLIError(f"{info.slug}: the notebook stopped at cell {err.exec_count} with {err.ename}: "
-                       f"{err.evalue}; nothing was recorded (executed notebook kept at {output})") from None
+        raise CLIError(
+            f"{info.slug}: the notebook stopped at cell {err.exec_count} with {err.ename}: "
+            f"{err.evalue}; nothing was recorded (executed notebook kept at {output})"
+        ) from None
     else:
         strip_widget_state(output)
     finally:
@@ -119,7 +132,9 @@ def cmd_run(args) -> int:
     mine = runs[runs["notebook"] == done["output"]]
     for _, row in mine.iterrows():
         for c in row["claims"]:
-            print(f"  [{'HOLDS' if c['passed'] else 'DOES NOT HOLD'}{'' if c['asserted'] else ', reported'}] {c['claim']}")
+            print(
+                f"  [{'HOLDS' if c['passed'] else 'DOES NOT HOLD'}{'' if c['asserted'] else ', reported'}] {c['claim']}"
+            )
     return 0
 
 
@@ -170,24 +185,33 @@ def _report_html(entries) -> str:
     rows = []
     for m, runs, page in entries:
         if runs is None:
-            rows.append(f"<tr><td>{m.id:02d}</td><td>{esc(m.short)}</td><td colspan=4>no executed run yet "
-                        f"(<code>labkit run {m.slug}</code>)</td></tr>")
+            rows.append(
+                f"<tr><td>{m.id:02d}</td><td>{esc(m.short)}</td><td colspan=4>no executed run yet "
+                f"(<code>labkit run {m.slug}</code>)</td></tr>"
+            )
             continue
         labels = _run_labels(list(runs["params"]))
         claims = "".join(
-            (f"<p><b>{esc(label)}</b></p>" if label else "") + "<ul>" + "".join(
+            (f"<p><b>{esc(label)}</b></p>" if label else "")
+            + "<ul>"
+            + "".join(
                 f"<li class='{'ok' if c['passed'] else 'no'}'><b>{'HOLDS' if c['passed'] else 'DOES NOT HOLD'}"
                 f"{'' if c['asserted'] else ' (reported, not asserted)'}</b> — {esc(c['claim'])}<br><small>"
-                + esc(", ".join(f"{k} = {_num(v)}" for k, v in c["numbers"].items())) + "</small></li>"
-                for c in run["claims"]) + "</ul>"
-            for label, (_, run) in zip(labels, runs.iterrows()))
+                + esc(", ".join(f"{k} = {_num(v)}" for k, v in c["numbers"].items()))
+                + "</small></li>"
+                for c in run["claims"]
+            )
+            + "</ul>"
+            for label, (_, run) in zip(labels, runs.iterrows())
+        )
         link = f"<a href='{esc(page.name)}'>notebook</a>" if page else "(notebook file missing)"
         first = runs.iloc[0]
         when = _dt.datetime.fromtimestamp(first["created_at"]).strftime("%Y-%m-%d %H:%M")
         rows.append(
             f"<tr><td>{m.id:02d}</td><td><a href='{m.arxiv_url}'>{esc(m.short)}</a><br><small>{esc(m.family)}"
             f"</small></td><td>{esc(first['preset'])}</td><td>{runs['duration_s'].sum():.1f} s<br><small>{when}"
-            f"</small></td><td>{link}</td><td>{claims}</td></tr>")
+            f"</small></td><td>{link}</td><td>{claims}</td></tr>"
+        )
     pending = sum(not m.available for m in METHODS)
     return f"""<!doctype html><html><head><meta charset='utf-8'><title>labkit report</title><style>
 body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;width:100%}}
@@ -195,8 +219,9 @@ td,th{{border-bottom:1px solid #ddd;padding:8px;vertical-align:top;text-align:le
 li.ok b{{color:#1a7f37}} li.no b{{color:#b42318}} small{{color:#555}}</style></head><body>
 <h1>labkit report</h1><p>Each row links the executed notebook of the newest recorded run and its claim checks,
 computed from that run. {pending} of {len(METHODS)} methods are not available yet.</p>
-<table><tr><th>#</th><th>method</th><th>preset</th><th>run() time</th><th>executed notebook</th><th>claim checks</th></tr>
-{''.join(rows)}</table></body></html>"""
+<table><tr><th>#</th><th>method</th><th>preset</th><th>run() time</th><th>executed notebook</th>
+<th>claim checks</th></tr>
+{"".join(rows)}</table></body></html>"""
 
 
 def _run_labels(params: list[dict]) -> list[str]:
@@ -204,8 +229,9 @@ def _run_labels(params: list[dict]) -> list[str]:
     if len(params) == 1:
         return [""]
     differ = [k for k in params[0] if len({json.dumps(p.get(k)) for p in params}) > 1]
-    return [f"run {i + 1}: " + (", ".join(f"{k}={p[k]}" for k in differ) or "same params")
-            for i, p in enumerate(params)]
+    return [
+        f"run {i + 1}: " + (", ".join(f"{k}={p[k]}" for k in differ) or "same params") for i, p in enumerate(params)
+    ]
 
 
 def _num(v) -> str:
@@ -229,8 +255,9 @@ def _sweep_one(slug: str, preset: str, device: str, job: dict, notebook: bool, o
         return {**job, **execute_notebook(slug, preset, job["seed"], device, overrides, out)}
     import labkit
 
-    res = labkit.load(slug).run(preset=preset, seed=job["seed"], device=device, progress=False, record=True,
-                                **overrides)
+    res = labkit.load(slug).run(
+        preset=preset, seed=job["seed"], device=device, progress=False, record=True, **overrides
+    )
     return {**job, **res.metrics, "claims_hold": res.claims_hold, "seconds": res.duration_s}
 
 
@@ -240,14 +267,23 @@ def cmd_sweep(args) -> int:
     jobs = sweep_grid(args.param, args.seeds)
     for job in jobs:  # validate every combination before starting anything
         resolve_params(module.PARAMS, args.preset, {k: v for k, v in job.items() if k != "seed"})
-    from dask.distributed import Client, LocalCluster, progress as dask_progress
+    from dask.distributed import Client, LocalCluster
+    from dask.distributed import progress as dask_progress
 
-    cluster = None if args.scheduler else LocalCluster(n_workers=args.workers, threads_per_worker=1,
-                                                       processes=True, dashboard_address=None)
+    cluster = (
+        None
+        if args.scheduler
+        else LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    )
     with Client(args.scheduler or cluster) as client:
-        futures = [client.submit(_sweep_one, info.slug, args.preset, args.device, job, args.notebook, args.out,
-                                 pure=False) for job in jobs]
-        print(f"sweep {info.slug}: {len(jobs)} runs on {'scheduler ' + args.scheduler if args.scheduler else f'{args.workers} local workers'}")
+        futures = [
+            client.submit(_sweep_one, info.slug, args.preset, args.device, job, args.notebook, args.out, pure=False)
+            for job in jobs
+        ]
+        print(
+            f"sweep {info.slug}: {len(jobs)} runs on "
+            + (f"scheduler {args.scheduler}" if args.scheduler else f"{args.workers} local workers")
+        )
         if sys.stderr.isatty():
             dask_progress(futures)
         rows = client.gather(futures)

@@ -22,16 +22,24 @@ without it::
   (evaluate, or else the next train). Removed nodes are never contacted again. ``aggregate_train``
   returns u and a MetricRecord with the reputations, contributions, |R| and the threshold.
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Callable
 
 import torch
 
-from labkit.core.federated import (Client, LocalSGD, aggregate, client_updates, clip_to_norm, local_train,
-                                   model_state)
+from labkit.substrates.federated import (
+    Client,
+    LocalSGD,
+    aggregate,
+    client_updates,
+    clip_to_norm,
+    local_train,
+    model_state,
+)
 
 FLWR_PIN = "1.42.0"
 State = dict[str, torch.Tensor]
@@ -45,7 +53,8 @@ def require_flwr():
     except ImportError as err:
         raise ImportError(
             f"labkit.flower needs Flower: pip install flwr=={FLWR_PIN} "
-            f"(or pip install 'flwr[simulation]=={FLWR_PIN}' to run Flower's simulation engine)") from err
+            f"(or pip install 'flwr[simulation]=={FLWR_PIN}' to run Flower's simulation engine)"
+        ) from err
     return flwr
 
 
@@ -58,8 +67,9 @@ def __getattr__(name: str):
 # ---------------------------------------------------------------- server rules (no Flower needed)
 
 
-def fedld_server_update(global_state: State, local_states: list[State], sizes, round_idx: int,
-                        k_proportion: float = 0.8) -> State:
+def fedld_server_update(
+    global_state: State, local_states: list[State], sizes, round_idx: int, k_proportion: float = 0.8
+) -> State:
     """FedLD's server step: w ← w + rule(G), G_i = w_i − w per tensor; rule = plain mean when
     ``round_idx == 0`` (Flower's round 1), principal-gradient aggregation afterwards."""
     from labkit.methods import fedld
@@ -100,11 +110,17 @@ def rffl_partition(partition_id: int, seed: int = 0, attack: str = "free_rider",
 # ---------------------------------------------------------------- client apps
 
 
-def fedld_client_app(data_fn: Callable[[int], Client], model_fn: Callable[[], torch.nn.Module], *,
-                     lam: float = 0.1, opt: LocalSGD = LocalSGD(), seed: int = 0):
+def fedld_client_app(
+    data_fn: Callable[[int], Client],
+    model_fn: Callable[[], torch.nn.Module],
+    *,
+    lam: float = 0.1,
+    opt: LocalSGD = LocalSGD(),  # noqa: B008 - a frozen dataclass of numbers
+    seed: int = 0,
+):
     """A Flower ``ClientApp`` for FedLD: load the global model, train with the margin-control loss
     (λ from the message's config "lam", else ``lam``), return the local model and "num-examples".
-    ``data_fn(partition_id)`` gives the node's :class:`~labkit.core.federated.Client`."""
+    ``data_fn(partition_id)`` gives the node's :class:`~labkit.substrates.federated.Client`."""
     require_flwr()
     from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
@@ -131,14 +147,24 @@ def fedld_client_app(data_fn: Callable[[int], Client], model_fn: Callable[[], to
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
         with torch.no_grad():
             acc = (model.eval()(client.x).argmax(1) == client.y).float().mean()
-        return Message(RecordDict({"metrics": MetricRecord({"num-examples": client.n, "accuracy": float(acc)})}),
-                       reply_to=msg)
+        return Message(
+            RecordDict({"metrics": MetricRecord({"num-examples": client.n, "accuracy": float(acc)})}), reply_to=msg
+        )
 
     return app
 
 
-def rffl_client_app(data_fn: Callable, model_fn: Callable[[], torch.nn.Module], *, gamma: float,
-                    epochs: int = 1, lr: float = 0.1, lr_decay: float = 0.977, batch_size: int = 32, seed: int = 0):
+def rffl_client_app(
+    data_fn: Callable,
+    model_fn: Callable[[], torch.nn.Module],
+    *,
+    gamma: float,
+    epochs: int = 1,
+    lr: float = 0.1,
+    lr_decay: float = 0.977,
+    batch_size: int = 32,
+    seed: int = 0,
+):
     """A Flower ``ClientApp`` for an RFFL participant that keeps its own model θ_i in ``context.state``.
 
     Any message may carry "reward" (added to θ_i first). Train: θ_i from "arrays" on first contact, then
@@ -257,10 +283,18 @@ def _strategy_classes() -> dict:
         nothing. All nodes connected when round 1 starts (at least ``min_available_nodes``) take part.
         Participants are ordered by the "partition-id" they report, else by node id."""
 
-        def __init__(self, alpha: float = 0.95, beta: float = 1 / 3, gamma: float | None = None,
-                     grace_rounds: int = 0, min_available_nodes: int = 2, fraction_evaluate: float = 1.0,
-                     arrayrecord_key: str = "arrays", configrecord_key: str = "config",
-                     weighted_by_key: str = "num-examples"):
+        def __init__(
+            self,
+            alpha: float = 0.95,
+            beta: float = 1 / 3,
+            gamma: float | None = None,
+            grace_rounds: int = 0,
+            min_available_nodes: int = 2,
+            fraction_evaluate: float = 1.0,
+            arrayrecord_key: str = "arrays",
+            configrecord_key: str = "config",
+            weighted_by_key: str = "num-examples",
+        ):
             self.alpha, self.beta, self.gamma, self.grace_rounds = alpha, beta, gamma, grace_rounds
             self.min_available_nodes, self.fraction_evaluate = min_available_nodes, fraction_evaluate
             self.arrayrecord_key, self.configrecord_key = arrayrecord_key, configrecord_key
@@ -275,8 +309,14 @@ def _strategy_classes() -> dict:
 
             from flwr.supercore import log
 
-            log(INFO, "\t├──> RFFL: α = %s, β = %s, Γ = %s, grace rounds = %s", self.alpha, self.beta, self.gamma,
-                self.grace_rounds)
+            log(
+                INFO,
+                "\t├──> RFFL: α = %s, β = %s, Γ = %s, grace rounds = %s",
+                self.alpha,
+                self.beta,
+                self.gamma,
+                self.grace_rounds,
+            )
 
         def admitted(self) -> list[int]:
             if self.server is None:
@@ -303,9 +343,12 @@ def _strategy_classes() -> dict:
             def key(node):
                 metrics = next(iter(by_node[node].metric_records.values()), {}) if node in by_node else {}
                 return (metrics.get("partition-id", node), node)
+
             self.nodes = sorted(self.nodes, key=key)
-            sizes = [float(next(iter(by_node[n].metric_records.values()))[self.weighted_by_key])
-                     if n in by_node else 0.0 for n in self.nodes]
+            sizes = [
+                float(next(iter(by_node[n].metric_records.values()))[self.weighted_by_key]) if n in by_node else 0.0
+                for n in self.nodes
+            ]
             self.server = rffl.ReputationServer(torch.tensor(sizes), self.alpha, self.beta, self.grace_rounds)
 
         def aggregate_train(self, server_round, replies):
@@ -321,8 +364,14 @@ def _strategy_classes() -> dict:
                     reward = step.reward(i)
                     old = self.pending.get(node)
                     self.pending[node] = reward if old is None else rffl.add_states(old, reward)
-            metrics = MetricRecord({"reputation": step.r.tolist(), "contribution": step.phi.tolist(),
-                                    "admitted": int(self.server.active.sum()), "threshold": step.threshold})
+            metrics = MetricRecord(
+                {
+                    "reputation": step.r.tolist(),
+                    "contribution": step.phi.tolist(),
+                    "admitted": int(self.server.active.sum()),
+                    "threshold": step.threshold,
+                }
+            )
             return _record(step.u), metrics
 
         def _uploads(self, by_node: dict) -> list[State]:
@@ -341,8 +390,7 @@ def _strategy_classes() -> dict:
             if self.fraction_evaluate == 0.0:
                 return []
             config["server-round"] = server_round
-            return [self._message(n, {self.configrecord_key: config}, MessageType.EVALUATE)
-                    for n in self.admitted()]
+            return [self._message(n, {self.configrecord_key: config}, MessageType.EVALUATE) for n in self.admitted()]
 
         def aggregate_evaluate(self, server_round, replies):
             """Keeps each node's accuracy (``self.accuracy``); returns their size-weighted mean and the best."""

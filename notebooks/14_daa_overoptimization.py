@@ -37,7 +37,7 @@ import torch
 import widgets
 from labkit import viz
 from labkit.core import overrides_from, resolve_params
-from labkit.core.preference import ipo_loss
+from labkit.substrates.preference import ipo_loss
 from labkit.methods import daa_overoptimization as daa
 
 overrides = overrides_from(daa.PARAMS, globals())  # the knobs above, and any other param papermill injects
@@ -84,7 +84,7 @@ print(inspect.getsource(daa.daa_objective))
 # margin sits exactly on its target $1/\beta = 2$) and SLiC $\max(0, 1 - 1) = 0$ (the hinge is just satisfied).
 #
 # **Which IPO.** This notebook uses the paper's $(\beta h - 1)^2 = \beta^2 (h - 1/\beta)^2$, target $1/\beta$, with summed
-# log-probs, so that all three share one $g(\beta h)$ and one β axis. TRL's `"ipo"` (and `labkit.core.preference.ipo_loss`)
+# log-probs, so that all three share one $g(\beta h)$ and one β axis. TRL's `"ipo"` (and `labkit.substrates.preference.ipo_loss`)
 # is $(h - 1/(2\beta))^2$, target $1/(2\beta)$, and TRL also averages log-probs per token. The last line checks that the
 # paper's IPO at β is exactly $\beta^2\times$ the TRL-convention IPO at β/2; under Adam the constant $\beta^2$ barely
 # matters, so our β behaves like TRL's β/2 (summed log-probs).

@@ -38,7 +38,7 @@ import torch
 import widgets
 from labkit import viz
 from labkit.core import overrides_from, resolve_params
-from labkit.core.rlhf import best_of_n_kl, unbiased_best_of_n
+from labkit.substrates.rlhf import best_of_n_kl, unbiased_best_of_n
 from labkit.methods import rm_ensembles as rme
 
 overrides = overrides_from(rme.PARAMS, globals())  # the knobs above, and any other param papermill injects

@@ -130,7 +130,7 @@ print("a proxy optimum 'W0 W1 W2 W0 ! ! ! !' on topic 0: proxy", lang.topic_prox
 # topics and samples $S = 16$ completions for each, **32 sampled completions per iteration for every method**.
 # - **SuperHF**: keep the best completion per topic (by the proxy), 4 gradient steps on $\mathcal L$ over the 2 kept
 #   pairs (the code does one pass; 4 steps make 40 iterations enough to move at toy scale).
-# - **PPO** (sequence level, :mod:`labkit.core.rlhf`): reward $R - 0.05\,(\log\pi_{\rm old}(y|x) - \log\pi_0(y|x))$,
+# - **PPO** (sequence level, :mod:`labkit.substrates.rlhf`): reward $R - 0.05\,(\log\pi_{\rm old}(y|x) - \log\pi_0(y|x))$,
 #   advantage = that minus a running-mean baseline, 4 steps on the clipped surrogate ($\varepsilon = 0.2$).
 # - **best-of-16 from $\pi_0$** (no training) for reference.
 #

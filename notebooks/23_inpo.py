@@ -143,7 +143,7 @@ viz.bars({k: [v] for k, v in zip(labels, (r - r.mean()).detach().tolist())}, sho
 # $\theta \leftarrow \theta_t$ and takes 40 Adam steps (lr 0.1) on
 # - **INPO**: $\hat{\mathcal L}_t$ with $\eta = 2$, $\tau = 0.05$;
 # - **iterative DPO**: $-\log\sigma(\beta(\Delta_{\pi_\theta} - \Delta_{\pi_t}))$ with $\beta = 0.1$ and reference
-#   $\pi_t$ (`labkit.core.preference.dpo_loss`).
+#   $\pi_t$ (`labkit.substrates.preference.dpo_loss`).
 #
 # Alongside, the **exact OMD** path is computed in closed form from $\pi_0 = \pi_{\rm ref}$, and at every iteration
 # the closed-form step from the *learned* $\pi_t$ is compared with the learned $\pi_{t+1}$. Exploitability

@@ -1,5 +1,6 @@
 """A-LoL (02): every loss against a hand computation, the advantage filter, the stacked models, the claim logic,
 a tiny seeded run and the quick run."""
+
 import math
 from types import SimpleNamespace
 
@@ -22,6 +23,7 @@ def one_thread():
 
 
 # --- the advantage filter and the losses ---------------------------------------------------------------------
+
 
 def test_positive_advantage_filters_negative_rows():
     # A = R − V = [0.3, −0.1, −0.5] → A⁺ = [0.3, 0, 0]
@@ -97,10 +99,11 @@ def test_arm_loss_dispatch_matches_the_functions():
 
 # --- helpers ------------------------------------------------------------------------------------------------
 
+
 def test_response_style_names_the_imitated_source():
     x = T([[0, 5, 11, 2]] * 3)
-    rule = lang.rule_targets(x, 6, 12)                         # [1, 7, 2, 6, 5, 11]
-    mediocre = lang.mediocre_responses(x, 6, 12)               # [1, 7, 2, 2, 0, 5]
+    rule = lang.rule_targets(x, 6, 12)  # [1, 7, 2, 6, 5, 11]
+    mediocre = lang.mediocre_responses(x, 6, 12)  # [1, 7, 2, 2, 0, 5]
     other = T([[1, 7, 2, 9, 9, 9]])
     assert a_lol.response_style(x, torch.cat([rule[:1], mediocre[:1], other])).tolist() == [0, 1, 2]
 
@@ -140,6 +143,7 @@ def test_value_head_learns_a_feature_dependent_value():
 
 # --- claim and failure ------------------------------------------------------------------------------------
 
+
 def test_reward_claim_both_ways():
     good = a_lol.reward_claim([0.95, 0.9], [0.6, 0.7], [0.5, 0.55], [0.4, 0.3])
     assert good.passed and good.numbers["positive_adv_frac"] == pytest.approx(0.35)
@@ -165,8 +169,9 @@ def test_bad_params_are_refused():
 
 # --- runs -------------------------------------------------------------------------------------------------
 
-TINY = dict(n_steps=6, sft_steps=10, n_seeds=2, n_train=300, n_val=40, n_test=30, eval_every=3, value_steps=10,
-            progress=False)
+TINY = dict(
+    n_steps=6, sft_steps=10, n_seeds=2, n_train=300, n_val=40, n_test=30, eval_every=3, value_steps=10, progress=False
+)
 
 
 def test_a_tiny_run_is_seeded_and_consistent():
@@ -187,8 +192,18 @@ def test_a_tiny_run_is_seeded_and_consistent():
 
 def test_variants_and_priority_sampling_run():
     r = a_lol.run(variants=True, sampling="priority", **{**TINY, "n_seeds": 1})
-    assert r.extras["arms"] == ["NLL", "wBC", "A-LoL", "A-LoL ref-free", "A-LoL seq", "A-LoL KL", "A-LoL uniform",
-                                "R-GOLD", "R-LoL", "DPO"]
+    assert r.extras["arms"] == [
+        "NLL",
+        "wBC",
+        "A-LoL",
+        "A-LoL ref-free",
+        "A-LoL seq",
+        "A-LoL KL",
+        "A-LoL uniform",
+        "R-GOLD",
+        "R-LoL",
+        "DPO",
+    ]
     assert all(math.isfinite(v) for v in r.metrics.values())
 
 

@@ -4,6 +4,7 @@ Opens the gallery, follows an available method's card, types a bad value (the er
 then a good one, trains, and waits for the claim checks and the recorded run. A screenshot of the
 method page is written to pytest's tmp folder (its path is printed) to judge the layout by eye.
 """
+
 import os
 import socket
 import subprocess
@@ -20,8 +21,14 @@ from labkit.core.store import RunStore
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 REPO = Path(__file__).resolve().parents[1]
 # (slug, a number-box param, a value it rejects, a cheap valid value): cheapest first
 CANDIDATES = [("rpo", "n_pairs", "5", "100"), ("fedld", "rounds", "0", "3")]
@@ -54,8 +61,18 @@ def server(tmp_path):
     port = free_port()
     store = tmp_path / "runs.sqlite"
     env = {**os.environ, "LABKIT_STORE": str(store), "LABKIT_PROGRESS": "0"}
-    cmd = [sys.executable, "-m", "panel", "serve", "widgets/app.py", "--port", str(port), "--address", "127.0.0.1",
-           f"--allow-websocket-origin=127.0.0.1:{port}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "panel",
+        "serve",
+        "widgets/app.py",
+        "--port",
+        str(port),
+        "--address",
+        "127.0.0.1",
+        f"--allow-websocket-origin=127.0.0.1:{port}",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/app"
     try:

@@ -1,4 +1,5 @@
 """BANG (#25): weight interpolation, output ensemble, FalseFalseTrue, LS + MixUp, ECE, MultiColorDigits, the run."""
+
 import math
 from types import SimpleNamespace
 
@@ -20,6 +21,7 @@ def one_thread():
 
 
 # --- WiSE-FT and the output-space ensemble ------------------------------------------------------------------
+
 
 def test_interpolate_weights_by_hand():
     theta_0 = {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.0]), "steps": torch.tensor(3)}
@@ -61,13 +63,18 @@ def test_agreement_table_and_per_class_rate():
     c1 = torch.tensor([True, False, True, False, False])
     avg = torch.tensor([True, True, False, True, False])
     rows = {(r["θ_0"], r["θ_ft"]): (r["n"], r["θ_α right"]) for r in bang.agreement(c0, c1, avg, seed=0)}
-    assert rows == {("right", "right"): (1, 1), ("right", "wrong"): (1, 1), ("wrong", "right"): (1, 0),
-                    ("wrong", "wrong"): (2, 1)}
+    assert rows == {
+        ("right", "right"): (1, 1),
+        ("right", "wrong"): (1, 1),
+        ("wrong", "right"): (1, 0),
+        ("wrong", "wrong"): (2, 1),
+    }
     y = torch.tensor([0, 0, 1, 1, 1])
     assert bang.per_class_fft(c0, c1, avg, y)[:2] == pytest.approx([0.0, 1 / 3])
 
 
 # --- BANG's fine-tuning loss ---------------------------------------------------------------------------------
+
 
 def test_smooth_targets_by_hand():
     # (1 − 0.1)·onehot(2) + 0.1/4 = (.025, .025, .925, .025)
@@ -75,9 +82,9 @@ def test_smooth_targets_by_hand():
 
 
 def test_soft_cross_entropy_by_hand_and_against_torch():
-    z = torch.tensor([[math.log(3.0), 0.0]])                      # softmax = (.75, .25)
+    z = torch.tensor([[math.log(3.0), 0.0]])  # softmax = (.75, .25)
     assert bang.soft_cross_entropy(z, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(-math.log(0.75))
-    half = -0.5 * math.log(0.75) - 0.5 * math.log(0.25)           # 0.8370
+    half = -0.5 * math.log(0.75) - 0.5 * math.log(0.25)  # 0.8370
     assert bang.soft_cross_entropy(z, torch.tensor([[0.5, 0.5]])).item() == pytest.approx(half, abs=1e-6)
     logits, y = torch.randn(6, 5, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 2, 3, 4, 0])
     # torch's own label smoothing uses the same (1 − ε)·onehot + ε/C targets
@@ -109,11 +116,16 @@ def test_bang_loss_is_ce_without_ls_and_mixup_and_mixes_then_smooths_otherwise()
 
 # --- calibration -----------------------------------------------------------------------------------------------
 
+
 def test_ece_by_hand():
-    probs = torch.tensor([[0.9, 0.05, 0.05],   # conf .90, right  → bin 9
-                          [0.95, 0.05, 0.0],   # conf .95, wrong  → bin 9
-                          [0.2, 0.6, 0.2],     # conf .60, right  → bin 6
-                          [0.4, 0.3, 0.3]])    # conf .40, wrong  → bin 4
+    probs = torch.tensor(
+        [
+            [0.9, 0.05, 0.05],  # conf .90, right  → bin 9
+            [0.95, 0.05, 0.0],  # conf .95, wrong  → bin 9
+            [0.2, 0.6, 0.2],  # conf .60, right  → bin 6
+            [0.4, 0.3, 0.3],
+        ]
+    )  # conf .40, wrong  → bin 4
     y = torch.tensor([0, 1, 1, 2])
     # bin 9: 2/4·|0.5 − 0.925| = 0.2125; bin 6: 1/4·|1 − 0.6| = 0.1; bin 4: 1/4·|0 − 0.4| = 0.1
     assert bang.expected_calibration_error(probs, y, n_bins=10) == pytest.approx(0.4125, abs=1e-6)
@@ -148,6 +160,7 @@ def test_weight_mass_by_hand():
 
 
 # --- MultiColorDigits ------------------------------------------------------------------------------------------
+
 
 def test_colour_maps_give_distinct_colours_and_a_wrong_map_that_is_never_right():
     maps = cd.colour_maps(12, 10, 10, np.random.default_rng(0))
@@ -185,10 +198,12 @@ def test_avg_pool_by_hand():
 
 
 def test_multicolor_digits_splits_encode_and_render():
-    rules = bang.colour_rules(SimpleNamespace(n_patches=12, pre_a=0.8, pre_b=0.1, ft_a=0.1, ft_b=0.9, ood_a=0.4,
-                                              ood_b=0.3, ood_b_wrong=0.3))
-    s = cd.multicolor_digits(0, rules, {"pretrain": 600, "finetune": 600, "ood": -1}, noise=0.0,
-                             reuse={"id_test": "ood"})
+    rules = bang.colour_rules(
+        SimpleNamespace(n_patches=12, pre_a=0.8, pre_b=0.1, ft_a=0.1, ft_b=0.9, ood_a=0.4, ood_b=0.3, ood_b_wrong=0.3)
+    )
+    s = cd.multicolor_digits(
+        0, rules, {"pretrain": 600, "finetune": 600, "ood": -1}, noise=0.0, reuse={"id_test": "ood"}
+    )
     assert [len(s[k]) for k in ("pretrain", "finetune", "ood", "id_test")] == [600, 600, 597, 597]
     assert len(set(s["pretrain"].index) | set(s["finetune"].index) | set(s["ood"].index)) == 1797
     assert np.array_equal(s["ood"].index, s["id_test"].index)
@@ -208,10 +223,10 @@ def test_multicolor_digits_splits_encode_and_render():
 
 
 def test_in_distribution_colours_predict_the_label_and_ood_ones_mislead():
-    p = SimpleNamespace(n_patches=12, pre_a=0.8, pre_b=0.1, ft_a=0.1, ft_b=0.9, ood_a=0.4, ood_b=0.3,
-                        ood_b_wrong=0.3)
-    s = cd.multicolor_digits(3, bang.colour_rules(p), {"pretrain": 600, "finetune": 600, "ood": -1},
-                             reuse={"id_test": "ood"})
+    p = SimpleNamespace(n_patches=12, pre_a=0.8, pre_b=0.1, ft_a=0.1, ft_b=0.9, ood_a=0.4, ood_b=0.3, ood_b_wrong=0.3)
+    s = cd.multicolor_digits(
+        3, bang.colour_rules(p), {"pretrain": 600, "finetune": 600, "ood": -1}, reuse={"id_test": "ood"}
+    )
     share = {k: cd.colour_agreement(v) for k, v in s.items()}
     assert share["pretrain"][0][:6].mean() > 0.75 and share["pretrain"][0][6:].mean() < 0.25
     assert share["finetune"][0][6:].mean() > 0.85 and share["ood"][0][6:].mean() < 0.45
@@ -220,13 +235,20 @@ def test_in_distribution_colours_predict_the_label_and_ood_ones_mislead():
 
 # --- training, run, claims ---------------------------------------------------------------------------------------
 
+
 def tiny(**over):
     return {"progress": False, "n_seeds": 1, "pre_epochs": 2, "ft_epochs": 3, **over}
 
 
 def test_invalid_arguments_raise_value_error():
-    for kwargs in ({"preset": "huge"}, {"alpha": 1.5}, {"model": "resnet"}, {"nope": 1},
-                   {"ood_b": 0.8, "ood_b_wrong": 0.3}, {"n_patches": 7}):
+    for kwargs in (
+        {"preset": "huge"},
+        {"alpha": 1.5},
+        {"model": "resnet"},
+        {"nope": 1},
+        {"ood_b": 0.8, "ood_b_wrong": 0.3},
+        {"n_patches": 7},
+    ):
         with pytest.raises(ValueError):
             bang.run(**kwargs)
 
@@ -237,8 +259,20 @@ def test_a_nan_loss_names_the_step_and_series():
     X = torch.full((8, 3), float("nan"))
     data = bang.Data({"finetune": (X, torch.zeros(8, dtype=torch.long))}, {})
     with pytest.raises(DivergenceError, match="step 1 .*'BANG'"):
-        bang.fit(ctx, torch.nn.Linear(3, 10), data, "finetune", epochs=1, weight_decay=0.0,
-                 recipe=bang.Recipe("bang", "BANG", 0.1, 0.4), seed=0, stream=0, step0=0, series="BANG", bar=None)
+        bang.fit(
+            ctx,
+            torch.nn.Linear(3, 10),
+            data,
+            "finetune",
+            epochs=1,
+            weight_decay=0.0,
+            recipe=bang.Recipe("bang", "BANG", 0.1, 0.4),
+            seed=0,
+            stream=0,
+            step0=0,
+            series="BANG",
+            bar=None,
+        )
 
 
 def test_tiny_run_paths_end_at_the_trained_models_and_numbers_agree():
@@ -257,8 +291,18 @@ def test_tiny_run_paths_end_at_the_trained_models_and_numbers_agree():
     assert set(r.history["metric"]) == {"ood_acc", "id_acc", "ood_conf"} and r.history["step"].max() == 5
     assert set(r.history["series"]) == {"pre-train θ_0", "fine-tune θ_ft", "BANG fine-tune θ_ft^B (ε=0.1, a=0.4)"}
     assert r.extras["agreement"]["n"].sum() == r.extras["n_ood"] == 597
-    assert {"ood_path", "id_path", "confidence_path", "ece_path", "reliability", "confidence_hist", "agreement",
-            "fft_per_class", "weight_mass", "training"} <= set(r.figures)
+    assert {
+        "ood_path",
+        "id_path",
+        "confidence_path",
+        "ece_path",
+        "reliability",
+        "confidence_hist",
+        "agreement",
+        "fft_per_class",
+        "weight_mass",
+        "training",
+    } <= set(r.figures)
     assert [c.asserted for c in r.claims] == [True, True, True, False, False]
 
 
@@ -292,15 +336,16 @@ def test_claims_both_ways():
     assert bang.claim_bang(claim_inputs(0.8, 0.8, 0.87, 0.861), 0.5, [0]).passed
     assert not bang.claim_bang(claim_inputs(0.8, 0.8, 0.87, 0.859), 0.5, [0]).passed
     assert bang.claim_confidence({"pre": [0.6], "ft": [0.8], "ftB": [0.55]}, [0]).passed
-    assert not bang.claim_confidence({"pre": [0.7], "ft": [0.8], "ftB": [0.5]}, [0]).passed   # not over-confident
+    assert not bang.claim_confidence({"pre": [0.7], "ft": [0.8], "ftB": [0.5]}, [0]).passed  # not over-confident
     assert not bang.claim_confidence({"pre": [0.6], "ft": [0.8], "ftB": [0.65]}, [0]).passed  # not tempered
 
 
 def test_alpha_is_chosen_on_id_accuracy_with_ties_to_the_smallest():
     import pandas as pd
 
-    rows = pd.DataFrame({"arm": ["A"] * 3, "alpha": [0.0, 0.5, 1.0], "id_acc": [0.5, 1.0, 1.0],
-                         "ood_acc": [0.9, 0.8, 0.1]})
+    rows = pd.DataFrame(
+        {"arm": ["A"] * 3, "alpha": [0.0, 0.5, 1.0], "id_acc": [0.5, 1.0, 1.0], "ood_acc": [0.9, 0.8, 0.1]}
+    )
     assert bang.choose_alpha(rows, 0) == [{"seed": 0, "arm": "A", "alpha": 0.5, "id_acc": 1.0, "ood_acc": 0.8}]
 
 
@@ -311,6 +356,7 @@ def test_quick_preset():
     assert set(r.history["seed"]) == {0, 1, 2} and r.extras["path"]["alpha"].nunique() == 11
     # the card's first two claims hold at quick with a wide margin (3.5 pts vs 1.5; 0.22 vs 0.15; 0.39 vs 0.2)
     assert r.claims[0].passed and r.claims[1].passed
-    assert r.claims[2].numbers["BANG − WiSE (pts)"] == pytest.approx(100 * (m["ood_acc_bang"] - m["ood_acc_wise"]),
-                                                                     abs=0.01)
+    assert r.claims[2].numbers["BANG − WiSE (pts)"] == pytest.approx(
+        100 * (m["ood_acc_bang"] - m["ood_acc_wise"]), abs=0.01
+    )
     assert m["id_acc_ft"] > 0.95 and m["id_acc_pre"] < 0.7  # θ_ft fits the ID colours; θ_0 does not

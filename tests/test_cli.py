@@ -1,6 +1,6 @@
 """The labkit command: list, run (papermill, with parameters injected), report, and bad input."""
+
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,15 +32,18 @@ def test_list_markdown_is_the_readme_table(capsys):
     assert capsys.readouterr().out.strip() == markdown_table()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["run", "nope"], "unknown method 'nope'"),
-    (["run", "rpo", "-p", "bogus=1"], "unknown parameter 'bogus'"),
-    (["run", "rpo", "-p", "beta=-1"], "beta=-1.0 is out of range"),
-    (["run", "rpo", "-p", "beta=abc"], "beta='abc' is not a valid value"),
-    (["run", "rpo", "-p", "beta"], "expected KEY=VALUE"),
-    (["run", "rpo", "--seed", "-3"], "seed=-3 is not allowed"),
-    (["run", "lamo"], "not available yet"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "nope"], "unknown method 'nope'"),
+        (["run", "rpo", "-p", "bogus=1"], "unknown parameter 'bogus'"),
+        (["run", "rpo", "-p", "beta=-1"], "beta=-1.0 is out of range"),
+        (["run", "rpo", "-p", "beta=abc"], "beta='abc' is not a valid value"),
+        (["run", "rpo", "-p", "beta"], "expected KEY=VALUE"),
+        (["run", "rpo", "--seed", "-3"], "seed=-3 is not allowed"),
+        (["run", "lamo"], "not available yet"),
+    ],
+)
 def test_bad_input_is_refused_before_anything_runs(argv, message, store, tmp_path, capsys):
     code = cli.main(argv + ["--out", str(tmp_path / "runs")])
     assert code == 2
@@ -84,8 +87,12 @@ def test_labkit_console_script_is_installed():
 
 def test_sweep_grid_is_the_product_of_values_and_seeds():
     jobs = cli.sweep_grid(["lr=0.1,0.01", "arm=a"], "0,1")
-    assert jobs == [{"lr": "0.1", "arm": "a", "seed": 0}, {"lr": "0.1", "arm": "a", "seed": 1},
-                    {"lr": "0.01", "arm": "a", "seed": 0}, {"lr": "0.01", "arm": "a", "seed": 1}]
+    assert jobs == [
+        {"lr": "0.1", "arm": "a", "seed": 0},
+        {"lr": "0.1", "arm": "a", "seed": 1},
+        {"lr": "0.01", "arm": "a", "seed": 0},
+        {"lr": "0.01", "arm": "a", "seed": 1},
+    ]
     assert cli.sweep_grid(None, "3") == [{"seed": 3}]
 
 
@@ -97,8 +104,12 @@ def test_sweep_validates_every_combination_first(store, capsys):
 @pytest.mark.slow
 def test_sweep_runs_on_a_local_dask_cluster_and_records_each_run(store, tmp_path, capsys):
     csv = tmp_path / "sweep.csv"
-    assert cli.main(["sweep", "rpo", "-p", "eta=1,5", "-p", "n_seeds=1", "--seeds", "0", "--workers", "1",
-                     "--csv", str(csv)]) == 0
+    assert (
+        cli.main(
+            ["sweep", "rpo", "-p", "eta=1,5", "-p", "n_seeds=1", "--seeds", "0", "--workers", "1", "--csv", str(csv)]
+        )
+        == 0
+    )
     import pandas as pd
 
     table = pd.read_csv(csv)
@@ -114,9 +125,14 @@ def test_a_bad_value_injected_straight_into_a_notebook_stops_it_with_a_clear_err
     monkeypatch.setenv("LABKIT_RECORD", "1")
 
     with pytest.raises(papermill.PapermillExecutionError) as err:
-        papermill.execute_notebook(str(ROOT / "notebooks" / "08_rpo.ipynb"), str(tmp_path / "out.ipynb"),
-                                   parameters={"beta": -1.0}, kernel_name="python3", cwd=str(ROOT / "notebooks"),
-                                   progress_bar=False)
+        papermill.execute_notebook(
+            str(ROOT / "notebooks" / "08_rpo.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            parameters={"beta": -1.0},
+            kernel_name="python3",
+            cwd=str(ROOT / "notebooks"),
+            progress_bar=False,
+        )
     assert err.value.ename == "ValueError"
     assert "beta=-1.0 is out of range: expected float in [0.001, 10.0]" in err.value.evalue
     assert store.runs().empty

@@ -1,5 +1,5 @@
 """The shared machinery: params and presets, the runner, results, divergence, device, store, registry."""
-import math
+
 import subprocess
 import sys
 
@@ -9,10 +9,18 @@ import torch
 
 import labkit
 from labkit.core import (
-    METHODS, ClaimCheck, DivergenceError, Outcome, Param, get_method, method_run, overrides_from,
-    pick_device, resolve_params, train_steps,
+    METHODS,
+    ClaimCheck,
+    DivergenceError,
+    Outcome,
+    Param,
+    get_method,
+    method_run,
+    overrides_from,
+    pick_device,
+    resolve_params,
 )
-from labkit.core.params import parse_assignments, param_table
+from labkit.core.params import param_table, parse_assignments
 from labkit.core.registry import FAMILIES, markdown_table
 from labkit.core.store import RunStore
 
@@ -36,11 +44,13 @@ def toy_run(ctx):
         w -= ctx.p.lr * 2 * (w - 3.0)
         ctx.history.log(step, ctx.p.arm, "loss", float(loss), seed=ctx.seed)
     final = float(((w - 3.0) ** 2).sum())
-    return Outcome(metrics={"final_loss": final},
-                   claims=[ClaimCheck("loss goes down", final < 9.0, {"final_loss": final})])
+    return Outcome(
+        metrics={"final_loss": final}, claims=[ClaimCheck("loss goes down", final < 9.0, {"final_loss": final})]
+    )
 
 
 # --- params -------------------------------------------------------------------------------------
+
 
 def test_preset_values_and_defaults():
     assert resolve_params(PARAMS, "quick") == {"lr": 0.1, "steps": 5, "arm": "a", "blow_up_at": 0}
@@ -48,16 +58,19 @@ def test_preset_values_and_defaults():
     assert resolve_params(PARAMS, "full")["steps"] == 5  # full falls back to quick when not given
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"lrr": 0.1}, "unknown parameter 'lrr' (did you mean 'lr'?)"),
-    ({"lr": 2.0}, "out of range: expected float in [0.0, 1.0]"),
-    ({"lr": -0.5}, "out of range"),
-    ({"lr": float("nan")}, "lr=nan is not allowed"),
-    ({"steps": 2.5}, "wrong type (float): expected int"),
-    ({"steps": "many"}, "'many' is not a valid value: expected int"),
-    ({"arm": "c"}, "expected one of ['a', 'b']"),
-    ({"lr": True}, "wrong type (bool)"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"lrr": 0.1}, "unknown parameter 'lrr' (did you mean 'lr'?)"),
+        ({"lr": 2.0}, "out of range: expected float in [0.0, 1.0]"),
+        ({"lr": -0.5}, "out of range"),
+        ({"lr": float("nan")}, "lr=nan is not allowed"),
+        ({"steps": 2.5}, "wrong type (float): expected int"),
+        ({"steps": "many"}, "'many' is not a valid value: expected int"),
+        ({"arm": "c"}, "expected one of ['a', 'b']"),
+        ({"lr": True}, "wrong type (bool)"),
+    ],
+)
 def test_bad_values_say_what_is_allowed(overrides, message):
     with pytest.raises(ValueError) as err:
         resolve_params(PARAMS, "quick", overrides)
@@ -94,14 +107,15 @@ def test_param_table_lists_every_param():
 
 # --- runner and results ---------------------------------------------------------------------------
 
+
 def test_run_returns_a_tidy_result():
     res = toy_run(preset="quick", seed=3, device="cpu", progress=False, record=False)
     assert res.method == "test_core" and res.seed == 3 and res.device == "cpu"
     assert list(res.history.columns) == ["seed", "step", "series", "metric", "value"]
     assert len(res.history) == 5 and set(res.history["seed"]) == {3}
     # gradient descent on (w-3)^2 with lr 0.1 from w=0: loss_k = 9 * 0.8^(2(k-1))
-    assert res.history["value"].tolist() == pytest.approx([9 * 0.64 ** k for k in range(5)])
-    assert res.metrics["final_loss"] == pytest.approx(9 * 0.64 ** 5)
+    assert res.history["value"].tolist() == pytest.approx([9 * 0.64**k for k in range(5)])
+    assert res.metrics["final_loss"] == pytest.approx(9 * 0.64**5)
     assert res.claims_hold and "HOLDS" in res.summary()
 
 
@@ -125,14 +139,6 @@ def test_nan_loss_stops_with_the_step_and_leaves_no_record(tmp_path, monkeypatch
     with pytest.raises(DivergenceError, match=r"became nan at step 3 in 'a'"):
         toy_run(blow_up_at=3, record=True, progress=False)
     assert RunStore().runs().empty
-
-
-def test_train_steps_checks_every_loss():
-    with pytest.raises(DivergenceError, match="at step 2"):
-        train_steps(lambda s: [1.0, math.inf][s - 1], 2, series="x")
-    logged = []
-    assert train_steps(lambda s: 1.0 / s, 4, log_every=2, on_log=lambda s, l: logged.append(s)) == [1, .5, 1 / 3, .25]
-    assert logged == [2, 4]
 
 
 def test_claim_check_text():
@@ -170,6 +176,7 @@ def test_pick_device():
 
 # --- store ----------------------------------------------------------------------------------------
 
+
 def test_store_round_trip(tmp_path):
     store = RunStore(tmp_path / "runs.sqlite")
     res = toy_run(seed=2, progress=False, record=False)
@@ -200,6 +207,7 @@ def test_record_via_environment(tmp_path, monkeypatch):
 
 
 # --- registry -------------------------------------------------------------------------------------
+
 
 def test_registry_lists_all_thirty_methods():
     assert [m.id for m in METHODS] == list(range(1, 31))

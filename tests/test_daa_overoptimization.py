@@ -1,5 +1,6 @@
 """DAA overoptimization (14): the unified loss against hand values and the shared losses, the scaling-law fit on
 synthetic points with known parameters, the toy data, batched training, the claim logic, one quick run."""
+
 import math
 
 import numpy as np
@@ -7,9 +8,9 @@ import pytest
 import torch
 
 from labkit.core import DivergenceError, check_finite, torch_threads
-from labkit.core.preference import dpo_loss, ipo_loss, slic_loss
 from labkit.data import preferences as prefs
 from labkit.methods import daa_overoptimization as daa
+from labkit.substrates.preference import dpo_loss, ipo_loss, slic_loss
 
 T = torch.tensor
 
@@ -22,10 +23,12 @@ def one_thread():
 
 # --- the unified loss g(β·h) --------------------------------------------------------------------------------
 
+
 def test_g_by_hand():
     z = T([0.0, 1.0, 3.0, -1.0])
-    assert daa.daa_g("dpo", z).tolist() == pytest.approx([math.log(2), math.log1p(math.exp(-1)),
-                                                          math.log1p(math.exp(-3)), math.log1p(math.e)], abs=1e-6)
+    assert daa.daa_g("dpo", z).tolist() == pytest.approx(
+        [math.log(2), math.log1p(math.exp(-1)), math.log1p(math.exp(-3)), math.log1p(math.e)], abs=1e-6
+    )
     assert daa.daa_g("ipo", z).tolist() == pytest.approx([1.0, 0.0, 4.0, 4.0])
     assert daa.daa_g("slic", z).tolist() == pytest.approx([1.0, 0.0, 0.0, 2.0])
     with pytest.raises(ValueError, match="unknown"):
@@ -53,8 +56,9 @@ def test_mixed_loss_gives_each_arm_its_own_g():
 
 # --- the scaling law ----------------------------------------------------------------------------------------
 
+
 def test_scaling_law_by_hand():
-    assert daa.scaling_law([1.0], 1.3, 0.7).tolist() == pytest.approx([1.3])       # log 1 = 0
+    assert daa.scaling_law([1.0], 1.3, 0.7).tolist() == pytest.approx([1.3])  # log 1 = 0
     assert daa.scaling_law([math.e], 1.0, 0.5).tolist() == pytest.approx([0.5 * math.e])
     assert daa.scaling_law([0.0], 1.0, 0.5).tolist() == [0.0]
 
@@ -82,6 +86,7 @@ def test_fit_drops_points_near_zero_and_reports_a_bad_fit():
 
 # --- the toy and the policy -------------------------------------------------------------------------------
 
+
 def test_problem_draws_the_card_pairs_and_masks_the_surplus():
     cands, pairs = daa.make_problem(0, 32, 40, 4000, gold_peak=5.0)
     ref = prefs.make_length_candidates(32, 40, torch.Generator().manual_seed(0))
@@ -98,8 +103,10 @@ def test_problem_draws_the_card_pairs_and_masks_the_surplus():
 def test_gold_peak_moves_the_peak():
     cands, _ = daa.make_problem(0, 2, 40, 10, gold_peak=8.0)
     gold_no_q = cands.gold - cands.quality
-    assert gold_no_q.argmax().item() == (cands.length == 8).flatten().nonzero()[0].item() or \
-        cands.length.flatten()[gold_no_q.flatten().argmax()].item() == 8.0
+    assert (
+        gold_no_q.argmax().item() == (cands.length == 8).flatten().nonzero()[0].item()
+        or cands.length.flatten()[gold_no_q.flatten().argmax()].item() == 8.0
+    )
 
 
 @pytest.mark.parametrize("head", daa.HEADS)
@@ -137,6 +144,7 @@ def test_parse_betas():
 
 # --- training ---------------------------------------------------------------------------------------------
 
+
 def _small(head="linear", seeds=(0, 1)):
     problems = [daa.make_problem(s, 4, 6, 80, 5.0) for s in seeds]
     return daa.stack_problems(problems, head, "cpu")
@@ -147,10 +155,12 @@ def test_runs_trained_together_equal_runs_trained_alone(head):
     data, seeds = _small(head), [0, 1]
     gens = lambda: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
     n_in = data["x"].shape[-1]
-    both, _ = daa.train_arms(data, ["dpo", "slic"], [0.01, 1.0], daa.init_head(head, 2, seeds, n_in, 8),
-                             0.05, 3, 16, [0, 5, 10], gens())
-    alone, _ = daa.train_arms(data, ["slic"], [1.0], daa.init_head(head, 1, seeds, n_in, 8), 0.05, 3, 16, [0, 5, 10],
-                              gens())
+    both, _ = daa.train_arms(
+        data, ["dpo", "slic"], [0.01, 1.0], daa.init_head(head, 2, seeds, n_in, 8), 0.05, 3, 16, [0, 5, 10], gens()
+    )
+    alone, _ = daa.train_arms(
+        data, ["slic"], [1.0], daa.init_head(head, 1, seeds, n_in, 8), 0.05, 3, 16, [0, 5, 10], gens()
+    )
     assert both["gold_reward"][:, 1] == pytest.approx(alone["gold_reward"][:, 0], abs=1e-5)
     assert both["kl"][0] == pytest.approx(np.zeros((2, 2)), abs=1e-6)  # π = π_ref at step 0
     assert both["kl"][-1, 0].min() > 1e-4  # and it moved
@@ -228,4 +238,5 @@ def test_quick_run():
     assert m["kl_dpo_b0.01"] > m["kl_dpo_b1"]  # small β: large KL budget
     assert result.claims_hold  # the card's three statements at quick
     assert {"law", "gold_progress", "kl_progress", "gold_per_beta", "kl_per_beta", "length", "prompt"} <= set(
-        result.figures)
+        result.figures
+    )

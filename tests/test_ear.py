@@ -1,4 +1,5 @@
 """EAR (#20): HDC encoder and OOD score, zero-cost proxies, routing, streams, claims, and runs."""
+
 import math
 from types import SimpleNamespace
 
@@ -64,7 +65,7 @@ def test_hdc_encode_by_hand():
 def test_feature_means_per_unit_per_layer_and_none():
     f = T([[1.0, 4.0], [3.0, 8.0]])
     assert ear.feature_means([f], "unit")[0].tolist() == [2.0, 6.0]
-    assert ear.feature_means([f], "layer")[0].tolist() == [4.0]      # HDFF's code: one scalar per layer
+    assert ear.feature_means([f], "layer")[0].tolist() == [4.0]  # HDFF's code: one scalar per layer
     assert ear.feature_means([f], "none")[0].tolist() == [0.0]
 
 
@@ -74,15 +75,15 @@ def test_bundle_cosine_and_ood_score_by_hand():
     assert C.tolist() == [[4.0, 1.0], [0.0, 2.0]]
     cos = ear.cosine_matrix(T([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]), T([[1.0, 0.0], [0.0, 1.0]]))
     r = 1 / math.sqrt(2)
-    assert cos.flatten().tolist() == pytest.approx([1.0, 0.0, r, r, 0.0, 0.0])   # a zero vector has cosine 0
+    assert cos.flatten().tolist() == pytest.approx([1.0, 0.0, r, r, 0.0, 0.0])  # a zero vector has cosine 0
     # s(x) = max_k cos(H(x), C_k): (1, 0) vs C0 = (4, 1): 4/√17; vs C1 = (0, 2): 0
     assert ear.ood_score(T([[1.0, 0.0]]), C).item() == pytest.approx(4 / math.sqrt(17))
 
 
 def test_threshold_lets_the_tpr_share_pass_and_window_fraction():
-    scores = torch.arange(1.0, 21.0)                        # 1..20
+    scores = torch.arange(1.0, 21.0)  # 1..20
     theta = ear.tpr_threshold(scores, 0.95)
-    assert theta == pytest.approx(1.95)                     # 5% quantile, linear interpolation: 1 + 0.05·19
+    assert theta == pytest.approx(1.95)  # 5% quantile, linear interpolation: 1 + 0.05·19
     assert float((scores >= theta).double().mean()) == pytest.approx(0.95)
     assert ear.ood_fraction(T([0.1, 0.5, 0.9, 0.2]), 0.3) == 0.5
 
@@ -93,7 +94,7 @@ def test_auroc_by_hand_and_against_sklearn():
     # pairs (in, out): (3,1) (3,2) (2,1) win, (2,2) tie → 3.5 / 4
     assert ear.auroc([3.0, 2.0], [1.0, 2.0]) == 0.875
     rng = np.random.default_rng(0)
-    a, b = rng.integers(0, 6, 40).astype(float), rng.integers(0, 6, 30).astype(float) - 1   # many ties
+    a, b = rng.integers(0, 6, 40).astype(float), rng.integers(0, 6, 30).astype(float) - 1  # many ties
     expected = roc_auc_score(np.r_[np.ones(40), np.zeros(30)], np.r_[a, b])
     assert ear.auroc(a, b) == pytest.approx(expected, abs=1e-12)
 
@@ -124,15 +125,14 @@ def test_hdc_pieces_agree_with_torchhd():
     for f, P, mu in zip(feats, Ps, means):
         emb = torchhd.embeddings.Projection(P.shape[1], P.shape[0])
         with torch.no_grad():
-            emb.weight.copy_(P)                        # torchhd computes x Φᵀ with Φ = P (D × c)
+            emb.weight.copy_(P)  # torchhd computes x Φᵀ with Φ = P (D × c)
         layers.append(emb(f - mu))
-    theirs = torchhd.multiset(torch.stack(layers, dim=-2))   # bundle across layers
+    theirs = torchhd.multiset(torch.stack(layers, dim=-2))  # bundle across layers
     assert torch.allclose(ours, theirs.as_subclass(torch.Tensor), atol=1e-5)
     centroid = torchhd.models.Centroid(256, 3)
     centroid.add(theirs, y)
     assert torch.allclose(ear.bundle_by_class(ours, y, [0, 1, 2]), centroid.weight, atol=1e-4)
-    assert torch.allclose(ear.cosine_matrix(ours, ear.bundle_by_class(ours, y, [0, 1, 2])),
-                          centroid(theirs), atol=1e-5)
+    assert torch.allclose(ear.cosine_matrix(ours, ear.bundle_by_class(ours, y, [0, 1, 2])), centroid(theirs), atol=1e-5)
     bipolar = ear.hdc_encode(feats, Ps, means, binarize=True)
     assert torch.equal(bipolar, theirs.normalize().as_subclass(torch.Tensor))
 
@@ -153,7 +153,7 @@ def test_memory_threshold_passes_the_tpr_share_of_validation():
 
 
 def test_routing_by_class_and_by_domain_descriptors():
-    C = [T([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), T([[0.0, 0.0, 1.0]])]    # domain 0: two classes; domain 1: one
+    C = [T([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), T([[0.0, 0.0, 1.0]])]  # domain 0: two classes; domain 1: one
     H = T([[0.9, 0.1, 0.0], [0.1, 0.0, 1.0], [0.0, 0.8, 0.5]])
     assert ear.domain_similarity(H, C).argmax(1).tolist() == [0, 1, 0]
     assert ear.route_by_class(H, C).tolist() == [0, 1, 0]
@@ -167,7 +167,7 @@ def test_routing_by_class_and_by_domain_descriptors():
 
 
 def test_ear_predict_uses_the_routed_head_and_its_classes():
-    heads = [linear([[1.0], [0.0]]), linear([[0.0], [1.0]])]          # head 0 says class 0, head 1 says class 1
+    heads = [linear([[1.0], [0.0]]), linear([[0.0], [1.0]])]  # head 0 says class 0, head 1 says class 1
     classes = [T([0, 1]), T([5, 6])]
     pred = ear.ear_predict(heads, classes, T([0, 1, 1]), T([[1.0], [1.0], [1.0]]))
     assert pred.tolist() == [0, 6, 6]
@@ -191,9 +191,9 @@ def test_relu_codes_and_naswot_kernel_by_hand():
 
 def test_naswot_ridge_keeps_identical_inputs_finite():
     net = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
-    x = torch.ones(5, 3)                                   # all codes equal: K = 4·11ᵀ has rank 1
+    x = torch.ones(5, 3)  # all codes equal: K = 4·11ᵀ has rank 1
     assert math.isfinite(ear.naswot_score(net, x))
-    assert ear.naswot_score(net, x, ridge=0.0) < -20       # singular without the ridge
+    assert ear.naswot_score(net, x, ridge=0.0) < -20  # singular without the ridge
 
 
 def test_synflow_by_hand_ignores_signs_and_leaves_the_net_alone():
@@ -217,8 +217,9 @@ def test_grad_norm_sums_one_norm_per_layer():
     torch.manual_seed(0)
     net = ear.Adaptor(ear.Arch(2, 8, True), 5, 3)
     x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
-    grads = torch.autograd.grad(nn.functional.cross_entropy(net(x), y),
-                                [m.weight for m in net.modules() if isinstance(m, nn.Linear)])
+    grads = torch.autograd.grad(
+        nn.functional.cross_entropy(net(x), y), [m.weight for m in net.modules() if isinstance(m, nn.Linear)]
+    )
     assert ear.grad_norm_score(net, x, y) == pytest.approx(sum(float(g.norm()) for g in grads), rel=1e-6)
 
 
@@ -272,7 +273,7 @@ def test_a_diverging_adaptor_is_named_with_its_step():
 
 def test_minibatches_cover_each_epoch_without_repeats():
     batches = list(ear.minibatches(10, 4, 4, seed=0))
-    assert [len(b) for b in batches] == [4, 4, 4, 4]                   # the short batch of 2 is dropped
+    assert [len(b) for b in batches] == [4, 4, 4, 4]  # the short batch of 2 is dropped
     assert len(set(torch.cat(batches[:2]).tolist())) == 8
 
 
@@ -280,11 +281,12 @@ def test_freeze_stops_gradients_and_fine_tuning_moves_every_weight():
     ctx = tiny_ctx(steps=5)
     torch.manual_seed(0)
     model = ear.SourceModel(ear.MLPEncoder(4), 10)
-    d = ear.DomainData("d", torch.rand(20, 16), torch.arange(20) % 10, torch.rand(10, 16), torch.arange(10),
-                       torch.arange(10))
+    d = ear.DomainData(
+        "d", torch.rand(20, 16), torch.arange(20) % 10, torch.rand(10, 16), torch.arange(10), torch.arange(10)
+    )
     before = [q.clone() for q in model.parameters()]
     ear.fine_tuning_rows(ctx, ctx.p, model, [d, d], seed=0, bar=None)
-    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))   # the pitfall: update all
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the pitfall: update all
     ear.freeze(model, [d])
     assert not model.training and not any(q.requires_grad for q in model.parameters())
     assert [t.shape[1] for t in d.taps_train] == [64, 32]
@@ -295,19 +297,19 @@ def test_freeze_stops_gradients_and_fine_tuning_moves_every_weight():
 
 def test_transforms_by_hand():
     img = np.array([[[1.0, 2.0], [3.0, 4.0]]])
-    assert S.rotate90(img, None).tolist() == [[[2.0, 4.0], [1.0, 3.0]]]          # 90° counter-clockwise
+    assert S.rotate90(img, None).tolist() == [[[2.0, 4.0], [1.0, 3.0]]]  # 90° counter-clockwise
     assert S.invert(np.array([[[0.25]]]), None).tolist() == [[[0.75]]]
     three = np.zeros((1, 3, 3))
     three[0, 1, 1] = 1.0
-    assert S.shift_images(three, np.array([[1, 0]]))[0, 2, 1] == 1.0              # down one row
-    assert S.shift_images(three, np.array([[0, -1]]))[0, 1, 0] == 1.0             # left one column
+    assert S.shift_images(three, np.array([[1, 0]]))[0, 2, 1] == 1.0  # down one row
+    assert S.shift_images(three, np.array([[0, -1]]))[0, 1, 0] == 1.0  # left one column
     rng = np.random.default_rng(0)
     out = S.noise_and_shift(np.full((50, 8, 8), 0.5), rng, sigma=0.0, max_shift=0)
     assert np.array_equal(out, np.full((50, 8, 8), 0.5))
     noisy = S.noise_and_shift(np.full((200, 8, 8), 0.5), np.random.default_rng(0), sigma=0.1, max_shift=0)
     assert noisy.std() == pytest.approx(0.1, rel=0.05) and noisy.min() >= 0
     digits = S.digits_images()[0][:20]
-    assert np.allclose(S.elastic(digits, np.random.default_rng(0), alpha=0.0), digits, atol=1e-6)   # no warp
+    assert np.allclose(S.elastic(digits, np.random.default_rng(0), alpha=0.0), digits, atol=1e-6)  # no warp
     warped = S.elastic(digits, np.random.default_rng(0))
     assert warped.shape == digits.shape and not np.allclose(warped, digits)
     blurred = S.blur(digits, None, sigma=1.0)
@@ -324,7 +326,7 @@ def test_domain_stream_has_disjoint_balanced_tasks_with_their_transforms():
     for t in st.tasks:
         assert len(t.y_test) == pytest.approx(0.3 * (len(t.y_train) + len(t.y_test)), abs=1)
         assert set(t.y_train.tolist()) == set(range(10)) and t.x_train.dtype == np.float32
-    assert st.tasks[2].x_train.mean() > 0.6 > st.tasks[0].x_train.mean()      # inverted: mostly bright
+    assert st.tasks[2].x_train.mean() > 0.6 > st.tasks[0].x_train.mean()  # inverted: mostly bright
     parts = S.disjoint_parts(np.repeat(np.arange(3), 7), 2, np.random.default_rng(0))
     assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(21)) and [len(p) for p in parts] == [12, 9]
     with pytest.raises(ValueError, match="unknown domains"):
@@ -347,16 +349,20 @@ def fake_seed(ear_acc, ft_acc, routing=1.0, hdc=0.95, msp=0.9):
     mats["EAR"][-1] = ear_acc
     mats["EAR, boundaries known"][-1] = ear_acc
     mats["fine-tuning"][-1] = ft_acc
-    return {"matrices": mats, "ood": {"auroc": {"new": {"hdc": hdc, "msp": msp}}},
-            "routing": {n: [routing] for n in ear.LEARNERS}, "routing_other": {n: [0.5] for n in ear.LEARNERS},
-            "nas": []}
+    return {
+        "matrices": mats,
+        "ood": {"auroc": {"new": {"hdc": hdc, "msp": msp}}},
+        "routing": {n: [routing] for n in ear.LEARNERS},
+        "routing_other": {n: [0.5] for n in ear.LEARNERS},
+        "nas": [],
+    }
 
 
 def test_claims_pass_and_fail_at_their_margins():
     names = ["source", "new"]
     assert ear.claim_ood([fake_seed(1, 0)], names).passed
-    assert not ear.claim_ood([fake_seed(1, 0, hdc=0.89, msp=0.5)], names).passed       # below 0.9
-    assert not ear.claim_ood([fake_seed(1, 0, hdc=0.92, msp=0.95)], names).passed      # below MSP − 0.02
+    assert not ear.claim_ood([fake_seed(1, 0, hdc=0.89, msp=0.5)], names).passed  # below 0.9
+    assert not ear.claim_ood([fake_seed(1, 0, hdc=0.92, msp=0.95)], names).passed  # below MSP − 0.02
     assert ear.claim_ood([fake_seed(1, 0, hdc=0.92, msp=0.94)], names).passed
     assert ear.claim_forgetting([fake_seed(0.8, 0.6)]).passed
     assert not ear.claim_forgetting([fake_seed(0.79, 0.6)]).passed
@@ -406,8 +412,18 @@ def test_tiny_run_structure_and_claims_follow_the_numbers():
     grown = [d["first_flag"] >= 0 for d in r.extras["detection_first_seed"][1:]]
     assert r.extras["owners"]["EAR"] == [0] + [t + 1 for t, g in enumerate(grown) if g]
     assert r.extras["owners"]["EAR, boundaries known"] == [0, 1, 2, 3]
-    assert {"acc_seen", "accuracy_matrix", "ood_scores", "roc", "auroc", "stream", "architecture", "proxy_tau",
-            "class_incremental", "routing EAR"} <= set(r.figures)
+    assert {
+        "acc_seen",
+        "accuracy_matrix",
+        "ood_scores",
+        "roc",
+        "auroc",
+        "stream",
+        "architecture",
+        "proxy_tau",
+        "class_incremental",
+        "routing EAR",
+    } <= set(r.figures)
 
 
 def test_the_frozen_encoder_never_changes_during_the_stream():
@@ -423,8 +439,22 @@ def test_the_frozen_encoder_never_changes_during_the_stream():
 
 
 def test_full_preset_path_cnn_on_resized_images_runs_on_cpu():
-    r = ear.run("full", device="cpu", progress=False, side=12, n_domains=3, n_seeds=1, encoder_steps=3, steps=2,
-                hd_dim=128, max_depth=1, max_width=16, budget=5000, class_incremental=False, disjoint=True)
+    r = ear.run(
+        "full",
+        device="cpu",
+        progress=False,
+        side=12,
+        n_domains=3,
+        n_seeds=1,
+        encoder_steps=3,
+        steps=2,
+        hd_dim=128,
+        max_depth=1,
+        max_width=16,
+        budget=5000,
+        class_incremental=False,
+        disjoint=True,
+    )
     assert r.extras["names"] == ["original", "rot90", "invert"] and len(r.extras["nas_first_seed"][0]["labels"]) == 4
 
 

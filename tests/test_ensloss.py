@@ -1,4 +1,5 @@
 """EnsLoss: the random derivatives, the surrogate, the fixed margin losses, the claim logic, the data, a run."""
+
 import math
 from types import SimpleNamespace
 
@@ -16,6 +17,7 @@ def gen(seed=0):
 
 
 # --- ensloss_derivatives --------------------------------------------------------------------------------------
+
 
 def test_derivatives_hand_computed_with_a_fixed_draw():
     xi = torch.randn(4, generator=gen(0))  # the draw the function will make from the same generator state
@@ -63,6 +65,7 @@ def test_boxcox_inverse_hand_values():
 
 # --- the surrogate ---------------------------------------------------------------------------------------------
 
+
 def test_surrogate_gradient_is_mean_of_g_times_margin_gradient():
     X = torch.tensor([[1.0, 2.0], [0.5, -1.0], [-2.0, 0.0]])
     y = torch.tensor([1.0, -1.0, 1.0])
@@ -89,6 +92,7 @@ def test_implied_loss_integrates_the_derivative():
 
 # --- fixed margin losses -----------------------------------------------------------------------------------------
 
+
 def test_bce_on_margins_matches_torch_bce_with_logits():
     logits = torch.tensor([2.0, -0.5, 0.0, 3.0, -4.0])
     t = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0])
@@ -112,6 +116,7 @@ def test_focal_hand_values():
 
 # --- the claim -------------------------------------------------------------------------------------------------
 
+
 def test_claim_holds_on_made_up_numbers():
     final = {"ensloss": [0.70, 0.72], "bce": [0.70, 0.71], "hinge": [0.69, 0.70]}  # +1.5 vs hinge, +0.5 vs bce
     best = {"ensloss": [0.73, 0.73], "bce": [0.72, 0.72], "hinge": [0.7, 0.7]}  # exactly +1.0 vs bce
@@ -121,11 +126,14 @@ def test_claim_holds_on_made_up_numbers():
     assert "0.720" in c.detail  # per-seed values are reported
 
 
-@pytest.mark.parametrize("which, key, value", [
-    ("final", "hinge", [0.70, 0.715]),   # ensloss only +0.75 pt over hinge
-    ("final", "bce", [0.72, 0.72]),      # ensloss 1 pt below bce
-    ("best", "bce", [0.725, 0.725]),     # best only +0.5 pt
-])
+@pytest.mark.parametrize(
+    "which, key, value",
+    [
+        ("final", "hinge", [0.70, 0.715]),  # ensloss only +0.75 pt over hinge
+        ("final", "bce", [0.72, 0.72]),  # ensloss 1 pt below bce
+        ("best", "bce", [0.725, 0.725]),  # best only +0.5 pt
+    ],
+)
 def test_claim_fails_when_any_condition_fails(which, key, value):
     final = {"ensloss": [0.70, 0.72], "bce": [0.70, 0.71], "hinge": [0.69, 0.70]}
     best = {"ensloss": [0.73, 0.73], "bce": [0.72, 0.72], "hinge": [0.7, 0.7]}
@@ -137,14 +145,21 @@ def test_paired_verdicts_count_better_tie_worse():
     import pandas as pd
 
     rows = []
-    for task, ens, bce in (("a", [0.8, 0.81, 0.82], [0.7, 0.705, 0.71]), ("b", [0.7, 0.7, 0.7], [0.7, 0.7, 0.7]),
-                           ("c", [0.6, 0.61, 0.6], [0.7, 0.7, 0.72])):
-        rows += [{"task": task, "arm": arm, "seed": s, "final_test_acc": v}
-                 for arm, vals in (("ensloss", ens), ("bce", bce)) for s, v in enumerate(vals)]
+    for task, ens, bce in (
+        ("a", [0.8, 0.81, 0.82], [0.7, 0.705, 0.71]),
+        ("b", [0.7, 0.7, 0.7], [0.7, 0.7, 0.7]),
+        ("c", [0.6, 0.61, 0.6], [0.7, 0.7, 0.72]),
+    ):
+        rows += [
+            {"task": task, "arm": arm, "seed": s, "final_test_acc": v}
+            for arm, vals in (("ensloss", ens), ("bce", bce))
+            for s, v in enumerate(vals)
+        ]
     assert E.paired_verdicts(pd.DataFrame(rows)) == {"bce": {"better": 1, "tie": 1, "worse": 1}}
 
 
 # --- data ------------------------------------------------------------------------------------------------------
+
 
 def test_simulator_is_seeded_noisy_and_splits_70_30():
     X, y, p = tabular.relu_sum_classification(20000, 20, seed=0)
@@ -164,6 +179,7 @@ def test_flip_labels_flips_exactly_the_rate():
 
 # --- training and the run --------------------------------------------------------------------------------------
 
+
 def tiny_ctx(**over):
     p = dict(lr=0.01, epochs=2, momentum=0.9, weight_decay=0.0, batch_size=8, boxcox_lambda=0.0, clip=-1.0)
     return RunContext(SimpleNamespace(**{**p, **over}), "quick", 0, torch.device("cpu"), History(), False)
@@ -171,8 +187,9 @@ def tiny_ctx(**over):
 
 def test_a_diverging_arm_is_stopped_and_reported():
     X = torch.full((32, 2), 1e30)  # margins of ±inf ⇒ e^{−z} = inf at the first step
-    task = E.Task("t", X, (torch.arange(32) % 2).float(), X[:8], (torch.arange(8) % 2).float(),
-                  lambda: torch.nn.Linear(2, 1))
+    task = E.Task(
+        "t", X, (torch.arange(32) % 2).float(), X[:8], (torch.arange(8) % 2).float(), lambda: torch.nn.Linear(2, 1)
+    )
     out = E.train_arm(tiny_ctx(), task, "exponential", 0, "exponential", bar=SimpleNamespace(update=lambda k: None))
     assert out["diverged_at"]["step"] == 1 and "exponential" in out["diverged_at"]["message"]
 
@@ -194,8 +211,9 @@ def test_tiny_run_with_extra_tasks_and_every_loss():
 
 
 def test_digits_pairs_become_32x32_images_with_flipped_training_labels():
-    p = SimpleNamespace(n=100, d=3, n_large=0, signal_scale=2.0, breast_cancer=False, flip=0.2, digits_pairs=2,
-                        width=4, depth=1)
+    p = SimpleNamespace(
+        n=100, d=3, n_large=0, signal_scale=2.0, breast_cancer=False, flip=0.2, digits_pairs=2, width=4, depth=1
+    )
     tasks = E.build_tasks(p, seed=0, device=torch.device("cpu"))
     assert [t.name for t in tasks] == ["sim", "digits 0v1", "digits 8v9"]
     digits = tasks[1]
@@ -209,8 +227,12 @@ def test_quick_preset_smoke():
     table = r.extras["per_seed"]
     assert len(table) == 9 and r.history["step"].max() == 60 and set(r.history["seed"]) == {0, 1, 2}
     assert (table["final_train_acc"] > 0.99).all()  # the over-parameterised regime of the card
-    final = {a: table[table.arm == a].sort_values("seed")["final_test_acc"].to_numpy() for a in ("ensloss", "bce", "hinge")}
-    best = {a: table[table.arm == a].sort_values("seed")["best_test_acc"].to_numpy() for a in ("ensloss", "bce", "hinge")}
+    final = {
+        a: table[table.arm == a].sort_values("seed")["final_test_acc"].to_numpy() for a in ("ensloss", "bce", "hinge")
+    }
+    best = {
+        a: table[table.arm == a].sort_values("seed")["best_test_acc"].to_numpy() for a in ("ensloss", "bce", "hinge")
+    }
     assert r.claims[0].passed == E.ensloss_claim(final, best).passed
     assert r.claims[0].numbers["final ensloss"] == pytest.approx(r.metrics["final_test_acc_ensloss"], abs=1e-4)
     hist_final = r.history.query("metric == 'test_acc' and step == 60 and series == 'ensloss'")["value"].mean()

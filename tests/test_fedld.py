@@ -1,15 +1,23 @@
 """FedLD (#04): margin loss, principal aggregation, decomposition, and the federated simulator."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from labkit.core.federated import (Client, LocalSGD, client_means, fedavg, federated_round, fedprox_penalty,
-                                   model_state, plain_mean)
 from labkit.data.federated import FeatureShift, dirichlet_split, label_proportions, translate
 from labkit.methods import fedld
-
+from labkit.substrates.federated import (
+    Client,
+    LocalSGD,
+    client_means,
+    fedavg,
+    federated_round,
+    fedprox_penalty,
+    model_state,
+    plain_mean,
+)
 
 # ---------------------------------------------------------------- margin control loss
 
@@ -18,9 +26,9 @@ def test_margin_loss_hand_computed_2x2():
     # Z = [[0, 0], [ln 3, 0]], y = [0, 0]: P = [[.5, .5], [.75, .25]]
     z = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
     y = torch.tensor([0, 0])
-    ce = (-math.log(0.5) - math.log(0.75)) / 2          # 0.490415
-    frob_sq = 0.25 + 0.25 + 0.5625 + 0.0625             # ‖P‖_F² over the whole batch = 1.125
-    expected = ce + 0.5 * math.log(1 + frob_sq)          # 0.490415 + 0.5·log 2.125
+    ce = (-math.log(0.5) - math.log(0.75)) / 2  # 0.490415
+    frob_sq = 0.25 + 0.25 + 0.5625 + 0.0625  # ‖P‖_F² over the whole batch = 1.125
+    expected = ce + 0.5 * math.log(1 + frob_sq)  # 0.490415 + 0.5·log 2.125
     assert fedld.margin_control_loss(z, y, lam=0.5).item() == pytest.approx(expected, abs=1e-6)
     assert fedld.margin_control_loss(z, y, lam=0.0).item() == pytest.approx(ce, abs=1e-6)
 
@@ -28,7 +36,7 @@ def test_margin_loss_hand_computed_2x2():
 def test_margin_term_is_over_the_batch_not_per_sample():
     z = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
     y = torch.tensor([0, 0])
-    per_sample = np.mean([math.log(1 + 0.5), math.log(1 + 0.625)])   # the alternative reading
+    per_sample = np.mean([math.log(1 + 0.5), math.log(1 + 0.625)])  # the alternative reading
     batch = math.log(1 + 1.125)
     got = fedld.margin_control_loss(z, y, 1.0).item() - fedld.margin_control_loss(z, y, 0.0).item()
     assert got == pytest.approx(batch, abs=1e-6) and abs(got - per_sample) > 0.1
@@ -65,7 +73,7 @@ def test_principal_keeps_each_clients_sign_and_eigen_share_magnitude():
 
 def test_majority_sign_flip_and_that_it_does_not_change_the_update():
     G = torch.tensor([[1.0, 0.0], [2.0, 1.0], [-1.0, 0.0]])
-    V = torch.tensor([[-1.0, 0.0]])                     # 2 of 3 clients have g·v < 0 → flip
+    V = torch.tensor([[-1.0, 0.0]])  # 2 of 3 clients have g·v < 0 → flip
     assert fedld.calibrate_signs(G, V).tolist() == [[1.0, 0.0]]
     assert fedld.calibrate_signs(G, -V).tolist() == [[1.0, 0.0]]
     share = torch.tensor([0.7])
@@ -87,7 +95,7 @@ def test_principal_directions_match_numpy_svd():
     G = rng.normal(size=(5, 12))
     s, V = fedld.principal_directions(torch.tensor(G), 5)
     _, sigma, vt = np.linalg.svd(G, full_matrices=False)
-    assert s.numpy() == pytest.approx(sigma ** 2 / 5, rel=1e-8)
+    assert s.numpy() == pytest.approx(sigma**2 / 5, rel=1e-8)
     unit = V.numpy() / np.linalg.norm(V.numpy(), axis=1, keepdims=True)
     assert np.abs(np.sum(unit * vt, axis=1)) == pytest.approx(np.ones(5), abs=1e-8)
 
@@ -101,7 +109,7 @@ def test_loss_decomposition_by_hand_and_identity():
     t = fedld.loss_decomposition(C, torch.tensor([1.0, 2.0]), [1, 3])
     # L(w_1) = 1/4 + 9/4 = 2.5, L(w_2) = 5/4 + 6/4 = 2.75; local = 1/4 + 6/4 = 1.75
     assert t["local"] == pytest.approx(1.75)
-    assert t["shift"] == pytest.approx(0.25 * (2.5 - 1) + 0.75 * (2.75 - 2))   # 0.9375
+    assert t["shift"] == pytest.approx(0.25 * (2.5 - 1) + 0.75 * (2.75 - 2))  # 0.9375
     assert t["aggregation"] == pytest.approx(1.75 - (0.25 * 2.5 + 0.75 * 2.75))  # −0.9375
     rng = np.random.default_rng(0)
     for m in (2, 5, 9):
@@ -121,7 +129,7 @@ def test_fedavg_is_size_weighted_mean():
 
 def test_fedprox_penalty_value_and_gradient():
     w, anchor = torch.tensor([1.0, 2.0], requires_grad=True), torch.tensor([0.0, 1.0])
-    pen = fedprox_penalty([w], [anchor], mu=0.1)       # 0.05·(1 + 1)
+    pen = fedprox_penalty([w], [anchor], mu=0.1)  # 0.05·(1 + 1)
     pen.backward()
     assert pen.item() == pytest.approx(0.1)
     assert w.grad.tolist() == pytest.approx([0.1, 0.1])  # μ(w − w_glob)
@@ -132,10 +140,16 @@ def test_round_one_is_plain_mean_of_local_models():
     model = torch.nn.Linear(3, 2)
     clients = [Client(torch.randn(n, 3), torch.randint(0, 2, (n,))) for n in (4, 12)]
     before = model_state(model)
-    rr = federated_round(model, clients, torch.nn.functional.cross_entropy, LocalSGD(batch_size=4),
-                         fedld.server_rule(fedld.Arm("x", "x", principal=True), 0, 0.8), torch.Generator())
+    rr = federated_round(
+        model,
+        clients,
+        torch.nn.functional.cross_entropy,
+        LocalSGD(batch_size=4),
+        fedld.server_rule(fedld.Arm("x", "x", principal=True), 0, 0.8),
+        torch.Generator(),
+    )
     for k, w in model.state_dict().items():
-        expected = (rr.local_states[0][k] + rr.local_states[1][k]) / 2          # unweighted, not 1/4 : 3/4
+        expected = (rr.local_states[0][k] + rr.local_states[1][k]) / 2  # unweighted, not 1/4 : 3/4
         assert torch.allclose(w, expected, atol=1e-6) and not torch.allclose(w, before[k])
     assert fedld.server_rule(fedld.Arm("x", "x", principal=True), 1, 0.8) is not plain_mean
 
@@ -163,7 +177,7 @@ def test_feature_shift_translate_and_contrast_by_hand():
     img[0, 1, 1] = 1.0
     assert translate(img, 1, 0)[0, 1, 2] == 1.0 and translate(img, 0, -1)[0, 0, 1] == 1.0
     x = np.array([[0.0, 0.5, 1.0, 0.25]], dtype=np.float32)
-    out = FeatureShift(contrast=1.5, brightness=0.1)(x, side=2)   # clip(1.5x + 0.1, 0, 1)
+    out = FeatureShift(contrast=1.5, brightness=0.1)(x, side=2)  # clip(1.5x + 0.1, 0, 1)
     assert out[0].tolist() == pytest.approx([0.1, 0.85, 1.0, 0.475])
 
 
@@ -185,6 +199,6 @@ def test_quick_run_smoke():
     assert list(r.history.columns) == ["seed", "step", "series", "metric", "value"]
     assert set(r.history.seed) == {0, 1} and r.history.step.max() == 25
     assert [c.asserted for c in r.claims] == [True, True, False]
-    assert r.claims_hold, r.summary()      # decomposition identity and the margin mechanism
+    assert r.claims_hold, r.summary()  # decomposition identity and the margin mechanism
     assert r.claims[2].passed == (r.metrics["acc_fedld"] > r.metrics["acc_fedavg"])
     assert {"decomposition", "test_acc", "per_client_acc", "spectrum", "update_cosine"} <= set(r.figures)

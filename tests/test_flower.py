@@ -4,6 +4,7 @@ Unit tests call the strategies with Flower's own types (Message, RecordDict, Arr
 on client updates that labkit produced; the slow test runs both strategies in Flower's simulation
 runtime (Ray) and compares them with labkit's simulator run on the same clients.
 """
+
 import functools
 import subprocess
 import sys
@@ -17,9 +18,9 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from labkit import flower as lf
 from labkit.core import resolve_params, torch_threads
-from labkit.core.federated import LocalSGD, clip_to_norm, federated_round, fedavg, model_state
 from labkit.methods import fedld, rffl
 from labkit.models import MLP
+from labkit.substrates.federated import LocalSGD, clip_to_norm, fedavg, federated_round, model_state
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +61,7 @@ def test_import_labkit_does_not_import_flower():
 
 
 def test_missing_flower_says_what_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "flwr", None)           # `import flwr` now raises ImportError
+    monkeypatch.setitem(sys.modules, "flwr", None)  # `import flwr` now raises ImportError
     with pytest.raises(ImportError, match=r"pip install flwr==1\.42\.0"):
         lf.require_flwr()
     with pytest.raises(ImportError, match="flwr==1.42.0"):
@@ -91,8 +92,10 @@ def labkit_fedld_round(model, clients, round_idx):
 
 
 def train_replies(nodes, local_states, clients):
-    return [reply(n, {"arrays": ArrayRecord(s), "metrics": MetricRecord({"num-examples": c.n})})
-            for n, s, c in zip(nodes, local_states, clients)]
+    return [
+        reply(n, {"arrays": ArrayRecord(s), "metrics": MetricRecord({"num-examples": c.n})})
+        for n, s, c in zip(nodes, local_states, clients)
+    ]
 
 
 def test_labkit_fedavg_matches_flowers_fedavg():
@@ -126,12 +129,12 @@ def test_fedld_strategy_round_equals_labkit_simulator():
     torch.manual_seed(0)
     model = MLP(64, [16], 10)
     strategy, grid = lf.FedLDStrategy(k_proportion=0.8, lam=0.1, min_available_nodes=4), FakeGrid(nodes)
-    for rnd in (1, 2):                                       # round 1: plain mean; round 2: principal rule
+    for rnd in (1, 2):  # round 1: plain mean; round 2: principal rule
         before, local = labkit_fedld_round(model, clients, rnd - 1)
         sent = list(strategy.configure_train(rnd, ArrayRecord(before), ConfigRecord(), grid))
         assert sorted(m.metadata.dst_node_id for m in sent) == nodes and sent[0].content["config"]["lam"] == 0.1
         replies = train_replies(nodes, local, clients)
-        arrays, _ = strategy.aggregate_train(rnd, replies[::-1])   # reply order does not matter
+        arrays, _ = strategy.aggregate_train(rnd, replies[::-1])  # reply order does not matter
         assert states_close(arrays.to_torch_state_dict(), model.state_dict())
         plain, _ = FedAvg().aggregate_train(rnd, replies)  # and it is not FedAvg (sizes differ, rule differs)
         assert not states_close(arrays.to_torch_state_dict(), plain.to_torch_state_dict(), atol=1e-4)
@@ -161,27 +164,30 @@ def random_uploads(rounds=4, m=4, seed=0):
 
 
 def rffl_train_replies(nodes, uploads, sizes):
-    return [reply(n, {"arrays": ArrayRecord(u), "metrics": MetricRecord({"num-examples": s, "partition-id": i})})
-            for i, (n, u, s) in enumerate(zip(nodes, uploads, sizes))]
+    return [
+        reply(n, {"arrays": ArrayRecord(u), "metrics": MetricRecord({"num-examples": s, "partition-id": i})})
+        for i, (n, u, s) in enumerate(zip(nodes, uploads, sizes))
+    ]
 
 
 def delivered_rewards(messages) -> dict:
-    return {m.metadata.dst_node_id: m.content["reward"].to_torch_state_dict() for m in messages
-            if "reward" in m.content}
+    return {
+        m.metadata.dst_node_id: m.content["reward"].to_torch_state_dict() for m in messages if "reward" in m.content
+    }
 
 
 @pytest.mark.parametrize("evaluate", [True, False])
 def test_rffl_strategy_equals_reputation_server_on_the_same_uploads(evaluate):
-    nodes, sizes = [40, 10, 30, 20], [10, 20, 30, 20]        # node ids do not follow partition order
+    nodes, sizes = [40, 10, 30, 20], [10, 20, 30, 20]  # node ids do not follow partition order
     grid, init = FakeGrid(nodes), ArrayRecord({"w": torch.zeros(3, 2), "b": torch.zeros(2)})
     strategy = lf.RFFLStrategy(alpha=0.9, beta=1 / 3, min_available_nodes=4, fraction_evaluate=float(evaluate))
     server = rffl.ReputationServer(torch.tensor(sizes, dtype=torch.float32), alpha=0.9, beta=1 / 3)
-    expected = {}                                            # rewards labkit pays, waiting to be delivered
+    expected = {}  # rewards labkit pays, waiting to be delivered
     for rnd, uploads in enumerate(random_uploads(), start=1):
         sent = list(strategy.configure_train(rnd, init, ConfigRecord(), grid))
         admitted = [n for n, a in zip(nodes, server.active.tolist()) if a]
         assert sorted(m.metadata.dst_node_id for m in sent) == sorted(admitted)
-        assert all(("arrays" in m.content) == (rnd == 1) for m in sent)   # the initial model once
+        assert all(("arrays" in m.content) == (rnd == 1) for m in sent)  # the initial model once
         got = delivered_rewards(sent)
         assert got.keys() == ({} if evaluate else expected).keys()
         assert all(states_close(got[n], expected[n]) for n in got)
@@ -198,7 +204,7 @@ def test_rffl_strategy_equals_reputation_server_on_the_same_uploads(evaluate):
             expected = {}
         else:
             assert evals == []
-    assert server.removed_round == {3: 1}                    # the sign-flipped participant, in round 1
+    assert server.removed_round == {3: 1}  # the sign-flipped participant, in round 1
     assert strategy.nodes == nodes and strategy.server.removed_round == server.removed_round
 
 
@@ -208,7 +214,7 @@ def test_rffl_strategy_clips_uploads_on_the_server():
     strategy = lf.RFFLStrategy(gamma=0.5, min_available_nodes=3)
     list(strategy.configure_train(1, ArrayRecord({"w": torch.zeros(2)}), ConfigRecord(), grid))
     arrays, _ = strategy.aggregate_train(1, rffl_train_replies(nodes, uploads, [1, 1, 1]))
-    clipped = [clip_to_norm(u, 0.5) for u in uploads]        # (0.3, 0.4): the first could not outweigh the rest
+    clipped = [clip_to_norm(u, 0.5) for u in uploads]  # (0.3, 0.4): the first could not outweigh the rest
     step = rffl.ReputationServer(torch.ones(3)).step(rffl.stack_states(clipped))
     assert states_close(arrays.to_torch_state_dict(), step.u)
 
@@ -262,7 +268,7 @@ def labkit_rffl_reference(data_fn, model_fn, rounds=2):
 
 @pytest.mark.slow
 def test_flower_simulation_runs_both_strategies_like_labkit(monkeypatch):
-    monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")    # silences a Ray FutureWarning
+    monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silences a Ray FutureWarning
     from flwr.app import Context
     from flwr.clientapp import ClientApp
     from flwr.serverapp import Grid, ServerApp
@@ -271,10 +277,13 @@ def test_flower_simulation_runs_both_strategies_like_labkit(monkeypatch):
     fedld_data = functools.partial(lf.fedld_partition, seed=0, n_clients=4)
     rffl_data = functools.partial(lf.rffl_partition, seed=0, attack="free_rider", n_honest=3, n_adversaries=1)
     rffl_model = functools.partial(torch.nn.Linear, 64, 10)
-    apps = {"fedld": lf.fedld_client_app(fedld_data, functools.partial(MLP, 64, [16], 10), lam=LAM,
-                                         opt=LocalSGD(batch_size=10_000)),
-            "rffl": lf.rffl_client_app(rffl_data, rffl_model, gamma=GAMMA, lr=0.1, lr_decay=0.977, batch_size=32)}
-    both = ClientApp()                                       # one simulation (one Ray start) for both
+    apps = {
+        "fedld": lf.fedld_client_app(
+            fedld_data, functools.partial(MLP, 64, [16], 10), lam=LAM, opt=LocalSGD(batch_size=10_000)
+        ),
+        "rffl": lf.rffl_client_app(rffl_data, rffl_model, gamma=GAMMA, lr=0.1, lr_decay=0.977, batch_size=32),
+    }
+    both = ClientApp()  # one simulation (one Ray start) for both
 
     @both.train()
     def train(msg: Message, context: Context) -> Message:
@@ -291,17 +300,28 @@ def test_flower_simulation_runs_both_strategies_like_labkit(monkeypatch):
     @server.main()
     def main(grid: Grid, context: Context) -> None:
         fl = lf.FedLDStrategy(lam=LAM, fraction_evaluate=0.0, min_available_nodes=4, min_train_nodes=4)
-        out["fedld"] = fl.start(grid=grid, initial_arrays=ArrayRecord(fedld_init), num_rounds=2,
-                                train_config=ConfigRecord({"labkit-method": "fedld"}))
+        out["fedld"] = fl.start(
+            grid=grid,
+            initial_arrays=ArrayRecord(fedld_init),
+            num_rounds=2,
+            train_config=ConfigRecord({"labkit-method": "fedld"}),
+        )
         rf = lf.RFFLStrategy(min_available_nodes=4)
-        out["rffl"] = rf.start(grid=grid, initial_arrays=ArrayRecord(rffl_init), num_rounds=2,
-                               train_config=ConfigRecord({"labkit-method": "rffl"}),
-                               evaluate_config=ConfigRecord({"labkit-method": "rffl"}))
+        out["rffl"] = rf.start(
+            grid=grid,
+            initial_arrays=ArrayRecord(rffl_init),
+            num_rounds=2,
+            train_config=ConfigRecord({"labkit-method": "rffl"}),
+            evaluate_config=ConfigRecord({"labkit-method": "rffl"}),
+        )
         out["rffl_strategy"] = rf
 
-    run_simulation(server_app=server, client_app=both, num_supernodes=4,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": 2}})
+    run_simulation(
+        server_app=server,
+        client_app=both,
+        num_supernodes=4,
+        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": 2}},
+    )
     assert states_close(out["fedld"].arrays.to_torch_state_dict(), fedld_final, atol=1e-6)
     assert not states_close(fedld_final, fedld_init, atol=1e-3)
     for rnd, expected in enumerate(reps, start=1):

@@ -1,5 +1,6 @@
 """INPO (23): the loss by hand and against TRL's IPO, the exact OMD step as the population minimiser, the toy
 game, the claim logic, one quick run."""
+
 import math
 from collections import defaultdict
 from types import SimpleNamespace
@@ -9,9 +10,9 @@ import pytest
 import torch
 
 from labkit.core import DivergenceError, check_finite, resolve_params, torch_threads
-from labkit.core.preference import dpo_loss, ipo_loss
 from labkit.data import preferences as prefs
 from labkit.methods import inpo
+from labkit.substrates.preference import ipo_loss
 
 T = torch.tensor
 
@@ -27,6 +28,7 @@ def quick_p(**overrides):
 
 
 # --- the loss -------------------------------------------------------------------------------------------------
+
 
 def test_inpo_loss_matches_hand_computation():
     # η = 2, τ = 0.05 → ητ = 0.1; Δθ = −1 − (−3) = 2, Δref = −2 − (−1) = −1, Δt = −1.5 − (−2) = 0.5
@@ -70,18 +72,37 @@ def test_inpo_equals_trl_ipo_with_the_mixed_reference():
     ref, prev = -5 * torch.rand(2 * n, generator=gen), -5 * torch.rand(2 * n, generator=gen)
     mixed = eta * tau * ref + (1 - eta * tau) * prev
     mask = torch.tensor([[0, 1]] * (2 * n))
-    inputs = {"input_ids": torch.ones(2 * n, 2, dtype=torch.long), "attention_mask": mask, "completion_mask": mask,
-              "ref_chosen_logps": mixed[:n], "ref_rejected_logps": mixed[n:]}
+    inputs = {
+        "input_ids": torch.ones(2 * n, 2, dtype=torch.long),
+        "attention_mask": mask,
+        "completion_mask": mask,
+        "ref_chosen_logps": mixed[:n],
+        "ref_rejected_logps": mixed[n:],
+    }
     identity = lambda x: x  # noqa: E731
     trainer = SimpleNamespace(
         model=SimpleNamespace(training=True),
         accelerator=SimpleNamespace(device="cpu", gather=identity, gather_for_metrics=identity),
-        aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl",
-        loss_types=["ipo"], loss_weights=[1.0], beta=1 / eta, use_weighting=False, label_smoothing=0.0,
-        _metrics={"train": defaultdict(list), "eval": defaultdict(list)}, _total_train_tokens=0, _tp_size=1)
+        aux_loss_enabled=False,
+        ld_alpha=None,
+        precompute_ref_logps=True,
+        f_divergence_type="reverse_kl",
+        loss_types=["ipo"],
+        loss_weights=[1.0],
+        beta=1 / eta,
+        use_weighting=False,
+        label_smoothing=0.0,
+        _metrics={"train": defaultdict(list), "eval": defaultdict(list)},
+        _total_train_tokens=0,
+        _tp_size=1,
+    )
     zeros = torch.zeros_like(per_token)
-    model = lambda **kw: SimpleNamespace(log_probs=per_token, entropy=zeros, mean_logits=zeros,  # noqa: E731
-                                         is_top1=zeros.bool())
+    model = lambda **kw: SimpleNamespace(
+        log_probs=per_token,
+        entropy=zeros,
+        mean_logits=zeros,  # noqa: E731
+        is_top1=zeros.bool(),
+    )
     expected = trl_dpo.DPOTrainer._compute_loss(trainer, model, inputs, return_outputs=False)
     logps = per_token.sum(1)
     ours = inpo.inpo_loss(logps[:n], logps[n:], ref[:n], ref[n:], prev[:n], prev[n:], eta, tau).mean()
@@ -89,6 +110,7 @@ def test_inpo_equals_trl_ipo_with_the_mixed_reference():
 
 
 # --- the exact OMD step ----------------------------------------------------------------------------------------
+
 
 def test_omd_step_by_hand():
     # K = 2, P(0 ≻ 1) = 0.8, π_t = (½, ½), π_ref = (¼, ¾), η = 1, τ = ½ → win rates (0.65, 0.35)
@@ -154,6 +176,7 @@ def test_worst_case_win_rate_is_half_minus_exploitability():
 
 # --- the toy problem, sampling and one iteration ------------------------------------------------------------
 
+
 def test_problem_permutes_a_cyclic_game_per_prompt():
     p = quick_p()
     P, ref, perms, nash = inpo.make_problem(p, [5, 6])
@@ -209,6 +232,7 @@ def test_one_fitted_iteration_lands_near_the_exact_omd_step():
 
 
 # --- claims, validation, the run -------------------------------------------------------------------------------
+
 
 def test_exploitability_claim_both_ways():
     assert inpo.exploitability_claim([0.03, 0.03], [0.1, 0.1]).passed

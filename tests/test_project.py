@@ -1,9 +1,10 @@
 """The project's own consistency: README table, CI command, pins, notebook pairs."""
+
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from labkit.core.registry import METHODS, markdown_table, readme_with_table
 

@@ -1,4 +1,5 @@
 """RFFL (#12): contributions, reputations, removal, per-layer rewards, clipping and attacks, data, one run."""
+
 import math
 from types import SimpleNamespace
 
@@ -8,9 +9,20 @@ import torch
 from scipy.stats import pearsonr
 
 from labkit.core import resolve_params, torch_threads
-from labkit.core.federated import (Client, LocalSGD, clip_to_norm, federated_round, fedavg, flip_labels,
-                                   invert_values, model_state, randomize_signs, rescale_values, uniform_noise_like)
 from labkit.methods import rffl
+from labkit.substrates.federated import (
+    Client,
+    LocalSGD,
+    clip_to_norm,
+    fedavg,
+    federated_round,
+    flip_labels,
+    invert_values,
+    model_state,
+    randomize_signs,
+    rescale_values,
+    uniform_noise_like,
+)
 
 T = torch.tensor
 
@@ -65,25 +77,25 @@ def test_threshold_uses_the_size_of_R_before_this_rounds_removals():
 
 
 def test_keep_count_ceil_and_the_official_n_minus_one_cap():
-    assert rffl.keep_count(0.25, 10) == 3            # ⌈2.5⌉
+    assert rffl.keep_count(0.25, 10) == 3  # ⌈2.5⌉
     assert rffl.keep_count(0.2, 10) == 2
-    assert rffl.keep_count(1.0, 10) == 9             # q = 1 leaves out the smallest entry, as the code
-    assert rffl.keep_count(0.01, 10) == 1            # even the lowest q gets one entry per layer
+    assert rffl.keep_count(1.0, 10) == 9  # q = 1 leaves out the smallest entry, as the code
+    assert rffl.keep_count(0.01, 10) == 1  # even the lowest q gets one entry per layer
     assert rffl.keep_count(0.0, 10) == 0 and rffl.keep_count(-0.1, 10) == 0
     assert rffl.keep_count(1.0, 1) == 1
 
 
 def test_sparsify_layer_keeps_the_largest_magnitudes_by_hand():
     t = T([0.5, -3.0, 1.0, -2.0, 0.1])
-    assert rffl.sparsify_layer(t, 0.5).tolist() == [0.0, -3.0, 1.0, -2.0, 0.0]      # k = ⌈2.5⌉ = 3
-    assert rffl.sparsify_layer(t, 1.0).tolist() == [0.5, -3.0, 1.0, -2.0, 0.0]      # k = 4
+    assert rffl.sparsify_layer(t, 0.5).tolist() == [0.0, -3.0, 1.0, -2.0, 0.0]  # k = ⌈2.5⌉ = 3
+    assert rffl.sparsify_layer(t, 1.0).tolist() == [0.5, -3.0, 1.0, -2.0, 0.0]  # k = 4
     assert rffl.sparsify_layer(t, 0.0).tolist() == [0.0] * 5
     assert rffl.sparsify_layer(T([1.0, -1.0, 0.5]), 0.1).tolist() == [1.0, -1.0, 0.0]  # a tie with the k-th is kept
 
 
 def test_sparsify_per_layer_counts_each_layer_separately():
     u = {"a": T([[4.0, 1.0], [2.0, 3.0]]), "b": T([0.1, 0.3, 0.2, 0.4])}
-    got = rffl.sparsify_per_layer(u, 0.5)            # 2 of 4 in each layer, not 4 of 8 overall
+    got = rffl.sparsify_per_layer(u, 0.5)  # 2 of 4 in each layer, not 4 of 8 overall
     assert got["a"].tolist() == [[4.0, 0.0], [0.0, 3.0]]
     assert got["b"].tolist() == pytest.approx([0.0, 0.3, 0.0, 0.4])
 
@@ -93,10 +105,10 @@ def test_reputation_server_two_rounds_by_hand():
     # round 1, data-share weights (0.5, 0.25, 0.25): u = (0.25, 0.25); φ = (1/√2, 1/√2, −1/√2) → r ∝ φ
     step = server.step(stacked((1.0, 0.0), (0.0, 1.0), (-1.0, 0.0)))
     assert step.u["w"].tolist() == pytest.approx([0.25, 0.25])
-    assert step.r.tolist() == pytest.approx([0.5, 0.5, 0.0], abs=1e-6)     # (1, 1, −1) → third removed
+    assert step.r.tolist() == pytest.approx([0.5, 0.5, 0.0], abs=1e-6)  # (1, 1, −1) → third removed
     assert server.active.tolist() == [True, True, False] and server.removed_round == {2: 1}
     assert step.q.tolist() == pytest.approx([1.0, 1.0, 0.0])
-    assert step.reward(0)["w"].tolist() == pytest.approx([0.25, 0.25])     # n = 2: keep 1, the tie keeps both
+    assert step.reward(0)["w"].tolist() == pytest.approx([0.25, 0.25])  # n = 2: keep 1, the tie keeps both
     assert step.reward(2)["w"].tolist() == [0.0, 0.0]
     # round 2, reputation weights (0.5, 0.5, 0): the removed upload has no weight; u = (1, 0.5)
     step = server.step(stacked((2.0, 0.0), (0.0, 1.0), (5.0, 5.0)))
@@ -111,7 +123,7 @@ def test_reputation_server_two_rounds_by_hand():
 def test_grace_rounds_postpone_removal():
     server = rffl.ReputationServer(T([1.0, 1.0, 1.0]), grace_rounds=1)
     server.step(stacked((1.0, 0.0), (1.0, 0.1), (-1.0, 0.0)))
-    assert server.active.all() and server.r[2] < 0                     # negative, but kept in round 1
+    assert server.active.all() and server.r[2] < 0  # negative, but kept in round 1
     server.step(stacked((1.0, 0.0), (1.0, 0.1), (-1.0, 0.0)))
     assert server.active.tolist() == [True, True, False] and server.removed_round == {2: 2}
 
@@ -119,14 +131,14 @@ def test_grace_rounds_postpone_removal():
 def test_fairness_rho_is_pearson_and_zero_when_undefined():
     x, y = [0.5, 0.7, 0.8, 0.9], [0.6, 0.65, 0.9, 0.85]
     assert rffl.fairness_rho(x, y) == pytest.approx(pearsonr(x, y)[0], abs=1e-12)
-    assert rffl.fairness_rho(x, [0.9] * 4) == 0.0                      # FedAvg: one model for all
+    assert rffl.fairness_rho(x, [0.9] * 4) == 0.0  # FedAvg: one model for all
 
 
 # ---------------------------------------------------------------- clipping and attacks (core)
 
 
 def test_clip_to_norm_by_hand():
-    u = {"a": T([3.0, 0.0]), "b": T([0.0, 4.0])}                        # ‖u‖ = 5
+    u = {"a": T([3.0, 0.0]), "b": T([0.0, 4.0])}  # ‖u‖ = 5
     got = clip_to_norm(u, 1.0)
     assert got["a"].tolist() == pytest.approx([0.6, 0.0]) and got["b"].tolist() == pytest.approx([0.0, 0.8])
     assert clip_to_norm(u, 5.0)["b"].tolist() == [0.0, 4.0]
@@ -138,7 +150,7 @@ def test_attacks_entry_by_entry():
     t = torch.linspace(0.5, 2.0, 1000)
     s = randomize_signs(t, torch.Generator().manual_seed(0))
     assert torch.equal(s.abs(), t) and 400 < int((s < 0).sum()) < 600
-    assert torch.equal(s, randomize_signs(t, torch.Generator().manual_seed(0)))   # reproducible
+    assert torch.equal(s, randomize_signs(t, torch.Generator().manual_seed(0)))  # reproducible
     noise = uniform_noise_like(t, torch.Generator().manual_seed(1))
     assert noise.min() >= -1 and noise.max() <= 1 and abs(float(noise.mean())) < 0.1
     inv = invert_values(t, torch.Generator().manual_seed(2))
@@ -155,16 +167,16 @@ def test_attacks_entry_by_entry():
 
 def test_powerlaw_shards_sizes_by_hand_and_disjoint():
     shards = rffl.powerlaw_shards(862, 5, np.random.default_rng(0))
-    assert [len(s) for s in shards] == [57, 114, 172, 229, 287]       # ⌊i·862/15⌋
+    assert [len(s) for s in shards] == [57, 114, 172, 229, 287]  # ⌊i·862/15⌋
     allidx = np.concatenate(shards)
     assert len(np.unique(allidx)) == len(allidx) and allidx.max() < 862
 
 
 def test_class_imbalance_shards_see_the_first_classes_only():
     labels = np.repeat(np.arange(10), 30)
-    shards = rffl.class_imbalance_shards(labels, 4, np.random.default_rng(0))   # c = linspace(1, 10, 4) = 1, 4, 7, 10
+    shards = rffl.class_imbalance_shards(labels, 4, np.random.default_rng(0))  # c = linspace(1, 10, 4) = 1, 4, 7, 10
     assert [sorted(set(labels[s])) for s in shards] == [[0], list(range(4)), list(range(7)), list(range(10))]
-    assert [len(s) for s in shards] == [75, 72, 70, 70]                # ⌊75/c⌋·c
+    assert [len(s) for s in shards] == [75, 72, 70, 70]  # ⌊75/c⌋·c
 
 
 def test_adversaries_copy_the_median_shard_and_flip_labels():
@@ -193,8 +205,10 @@ def test_upsampled_digits_shape_and_range():
 
 def tiny_federation(n_free_riders=1):
     torch.manual_seed(0)
-    parts = [rffl.Participant("honest", f"P{i}", Client(torch.randn(n, 6), torch.randint(0, 3, (n,))))
-             for i, n in enumerate((8, 16, 24))]
+    parts = [
+        rffl.Participant("honest", f"P{i}", Client(torch.randn(n, 6), torch.randint(0, 3, (n,))))
+        for i, n in enumerate((8, 16, 24))
+    ]
     parts += [rffl.Participant("free_rider", "fr", parts[1].client)] * n_free_riders
     return parts
 
@@ -202,7 +216,7 @@ def tiny_federation(n_free_riders=1):
 def test_rffl_round_steps_own_model_then_adds_the_reward():
     parts, worker = tiny_federation(), torch.nn.Linear(6, 3)
     init = model_state(worker)
-    cfg = rffl.RoundConfig(0, 1, 0.1, 0.977, 64, gamma=0.05)             # full batch: order does not matter
+    cfg = rffl.RoundConfig(0, 1, 0.1, 0.977, 64, gamma=0.05)  # full batch: order does not matter
     server = rffl.ReputationServer(T([float(q.client.n) for q in parts]))
     states = [dict(init) for _ in parts]
     step, losses = rffl.rffl_round(states, parts, server, worker, cfg, rffl.participant_generators(0, 4))
@@ -210,21 +224,27 @@ def test_rffl_round_steps_own_model_then_adds_the_reward():
     own = clip_to_norm(own, 0.05)
     for k in init:
         assert torch.allclose(states[0][k], init[k] + own[k] + step.reward(0)[k], atol=1e-6)
-    assert float(rffl.update_norm(step.u)) <= 0.05 + 1e-6             # u is a convex mix of clipped uploads
+    assert float(rffl.update_norm(step.u)) <= 0.05 + 1e-6  # u is a convex mix of clipped uploads
     assert losses.shape == (4,)
-    if not server.active[3]:                                           # a removed free-rider gets nothing
+    if not server.active[3]:  # a removed free-rider gets nothing
         assert all(torch.equal(states[3][k], init[k]) for k in init)
 
 
 def test_fedavg_arm_is_the_core_simulators_fedavg():
     parts, worker = tiny_federation(0), torch.nn.Linear(6, 3)
     init = model_state(worker)
-    cfg = rffl.RoundConfig(0, 1, 0.1, 1.0, 64)                         # no clipping, full batch
+    cfg = rffl.RoundConfig(0, 1, 0.1, 1.0, 64)  # no clipping, full batch
     state, _ = rffl.fedavg_round(dict(init), parts, worker, cfg, rffl.participant_generators(0, 3))
     model = torch.nn.Linear(6, 3)
     model.load_state_dict(init)
-    federated_round(model, [q.client for q in parts], torch.nn.functional.cross_entropy,
-                    LocalSGD(batch_size=64, lr=0.1, momentum=0.0, weight_decay=0.0), fedavg, torch.Generator())
+    federated_round(
+        model,
+        [q.client for q in parts],
+        torch.nn.functional.cross_entropy,
+        LocalSGD(batch_size=64, lr=0.1, momentum=0.0, weight_decay=0.0),
+        fedavg,
+        torch.Generator(),
+    )
     for k, v in model.state_dict().items():
         assert torch.allclose(state[k], v, atol=1e-6)
 
@@ -274,7 +294,7 @@ def test_quick_run_smoke():
     assert r.metrics["gamma"] > 0 and len(r.extras["gammas"]) == 3
     assert {"test_acc", "reputation", "fairness", "participant_acc", "robust_acc"} <= set(r.figures)
     rep = r.history[(r.history.metric == "reputation") & (r.history.step == 30)]
-    for s in (0, 1, 2):                                               # r sums to 1 over R every round
+    for s in (0, 1, 2):  # r sums to 1 over R every round
         assert rep[rep.seed == s].value.sum() == pytest.approx(1.0, abs=1e-5)
 
 

@@ -1,14 +1,14 @@
 """RM ensembles (15): objectives, the BoN curves, the Gaussian-policy PPO pieces, claim logic, runs."""
+
 import math
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 
 from labkit.core import torch_threads
-from labkit.core.rlhf import best_of_n_kl
 from labkit.methods import rm_ensembles as rme
+from labkit.substrates.rlhf import best_of_n_kl
 
 T = torch.tensor
 
@@ -20,6 +20,7 @@ def one_thread():
 
 
 # --- objectives and best-of-n -------------------------------------------------------------------------
+
 
 def test_objective_scores_by_hand():
     S = T([[1.0, 2.0], [3.0, 0.0]])  # 2 members × 2 responses; population var = [1, 1], unbiased = [2, 2]
@@ -50,6 +51,7 @@ def test_bon_curves_by_hand():
 
 
 # --- the Gaussian policy ------------------------------------------------------------------------------
+
 
 def test_gaussian_logp_and_kl_match_torch_and_hand():
     mu, ls = T([1.0, 0.0]), T([0.0, math.log(2.0)])
@@ -93,6 +95,7 @@ def test_ppo_moves_toward_the_reward_and_not_without_one():
 
 # --- data and reward models ---------------------------------------------------------------------------
 
+
 def test_toy_data_follows_the_card():
     d = rme.make_toy(3, n_pairs=400, dim=4, pool_size=500, curvature=0.15)
     assert d.w.norm().item() == pytest.approx(1.0, abs=1e-6)
@@ -120,6 +123,7 @@ def test_members_differ_by_seed_and_noise_flips_pairs():
 
 # --- claims -------------------------------------------------------------------------------------------
 
+
 def test_overoptimisation_claim_both_ways():
     assert rme.overoptimisation_claim([[0.0, 1.0, 0.75]], 4).passed  # drop 0.25
     assert not rme.overoptimisation_claim([[0.0, 1.0, 0.875]], 4).passed  # drop 0.125
@@ -141,13 +145,20 @@ def test_reported_claims():
     c = rme.mean_between_claim([[0, 1.0]], [[0, 1.1]], [[0, 1.3]], [[0, 1.2]], 2)
     assert c.passed and not c.asserted
     assert not rme.mean_between_claim([[0, 1.0]], [[0, 0.9]], [[0, 1.3]], [[0, 1.2]], 2).passed
-    final = {("single", 0.0): [1.0], ("WCO", 0.0): [2.0], ("UWO", 0.0): [1.0],
-             ("single", 0.01): [1.0], ("WCO", 0.01): [2.0], ("UWO", 0.01): [0.5]}
+    final = {
+        ("single", 0.0): [1.0],
+        ("WCO", 0.0): [2.0],
+        ("UWO", 0.0): [1.0],
+        ("single", 0.01): [1.0],
+        ("WCO", 0.01): [2.0],
+        ("UWO", 0.01): [0.5],
+    }
     c = rme.ppo_claim(final)
     assert not c.passed and c.numbers["uwo_minus_single_beta0.01"] == pytest.approx(-0.5)
 
 
 # --- runs ---------------------------------------------------------------------------------------------
+
 
 def test_bad_params_are_refused():
     with pytest.raises(ValueError, match="pool_size"):
@@ -157,8 +168,17 @@ def test_bad_params_are_refused():
 
 
 def test_small_run_with_ppo():
-    r = rme.run(progress=False, n_pairs=200, pool_size=600, max_n=64, rm_steps=30, n_members=3, ppo=True,
-                ppo_steps=4, ppo_batch=32)
+    r = rme.run(
+        progress=False,
+        n_pairs=200,
+        pool_size=600,
+        max_n=64,
+        rm_steps=30,
+        n_members=3,
+        ppo=True,
+        ppo_steps=4,
+        ppo_batch=32,
+    )
     hist = r.history
     assert {"single", "mean", "WCO", "UWO", "single · 0% noise"} <= set(hist["series"])
     kl = hist[(hist["series"] == "WCO") & (hist["metric"] == "kl_bon")].set_index("step")["value"]

@@ -1,4 +1,5 @@
 """RPO (08): losses against hand computations, the bandit and its policy, the claim logic, one quick run."""
+
 import math
 
 import numpy as np
@@ -24,6 +25,7 @@ def sigmoid(z):
 
 
 # --- losses ---------------------------------------------------------------------------------------------
+
 
 def test_dpo_loss_matches_hand_computation():
     # margin = (−1 − (−2)) − (−3 − (−2)) = 1 − (−1) = 2, β·margin = 0.2; second pair: policy = ref → 0
@@ -60,8 +62,9 @@ def test_sft_term_gradient_wrt_logp_chosen_is_minus_eta_beta():
 
 def test_average_variant_is_dpo_plus_alpha_token_mean_nll():
     # TRL-style: α·(−log π(y_w)/|y_w|) with log π(y_w) = −8 over 4 tokens, α = 1 → +2
-    loss = rpo.rpo_average_loss(T([-8.0]), T([-8.0]), T([-8.0]), T([-8.0]), beta=0.1, rpo_alpha=1.0,
-                                chosen_lengths=T([4.0]))
+    loss = rpo.rpo_average_loss(
+        T([-8.0]), T([-8.0]), T([-8.0]), T([-8.0]), beta=0.1, rpo_alpha=1.0, chosen_lengths=T([4.0])
+    )
     assert loss.item() == pytest.approx(math.log(2.0) + 2.0, abs=1e-6)
     # equal to the summed form when η·β = α/|y_w|
     args = (T([-6.0]), T([-9.0]), T([-5.0]), T([-7.0]))
@@ -70,6 +73,7 @@ def test_average_variant_is_dpo_plus_alpha_token_mean_nll():
 
 
 # --- the bandit and the tilted policy -------------------------------------------------------------------
+
 
 def test_tilted_policy_hand_case_and_normalisation():
     features, ref_logp = T([[[0.0], [1.0]]]), torch.log(T([[0.5, 0.5]]))
@@ -80,8 +84,9 @@ def test_tilted_policy_hand_case_and_normalisation():
     logp = prefs.tilted_log_probs(theta, bandit.features, bandit.ref_logp)
     assert logp.shape == (3, 2, 50)
     assert torch.allclose(logp.exp().sum(-1), torch.ones(3, 2), atol=1e-5)
-    assert torch.allclose(prefs.tilted_log_probs(torch.zeros(2, 4), bandit.features, bandit.ref_logp),
-                          bandit.ref_logp, atol=1e-6)
+    assert torch.allclose(
+        prefs.tilted_log_probs(torch.zeros(2, 4), bandit.features, bandit.ref_logp), bandit.ref_logp, atol=1e-6
+    )
 
 
 def test_expectation_kl_and_support_by_hand():
@@ -97,8 +102,8 @@ def test_expectation_kl_and_support_by_hand():
 def test_bandit_gold_reward_and_reference_follow_the_card():
     bandit = prefs.make_gold_bandit(30, 3, seeds=[2, 3], ref_width=2.0)
     phi, w = bandit.features[1].numpy().astype(float), bandit.w_star[1].numpy().astype(float)
-    gold = phi @ w - 0.5 * (phi ** 2).sum(1)
-    ref = -(phi ** 2).sum(1) / 2.0
+    gold = phi @ w - 0.5 * (phi**2).sum(1)
+    ref = -(phi**2).sum(1) / 2.0
     ref = ref - np.log(np.exp(ref).sum())
     assert bandit.gold[1].numpy() == pytest.approx(gold, abs=1e-5)
     assert bandit.ref_logp[1].numpy() == pytest.approx(ref, abs=1e-5)
@@ -123,6 +128,7 @@ def test_masked_mean_ignores_dropped_pairs():
 
 
 # --- training, claims and the run -----------------------------------------------------------------------
+
 
 def test_arms_trained_together_equal_arms_trained_alone():
     bandit = prefs.make_gold_bandit(20, 3, seeds=[0, 1])
@@ -153,8 +159,31 @@ def test_likelihood_claim_both_ways():
 
 
 def test_log_schedule_is_dense_early():
-    assert rpo.log_schedule(300, 100) == [0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 75, 80,
-                                          85, 90, 95, 100, 200, 300]
+    assert rpo.log_schedule(300, 100) == [
+        0,
+        5,
+        10,
+        15,
+        20,
+        25,
+        30,
+        35,
+        40,
+        45,
+        50,
+        55,
+        60,
+        65,
+        70,
+        75,
+        80,
+        85,
+        90,
+        95,
+        100,
+        200,
+        300,
+    ]
     assert rpo.log_schedule(7, 100) == [0, 5, 7]
     assert rpo.log_schedule(40, 20) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 40]
 

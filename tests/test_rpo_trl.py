@@ -5,6 +5,7 @@ log-probs the model returns. We call that method with a stand-in trainer (only t
 loss reads) and a stand-in model that returns fixed per-token log-probs, so TRL's own arithmetic runs
 on numbers we chose, then compare with ``labkit.methods.rpo``. TRL is a test-only dependency.
 """
+
 from collections import defaultdict
 from types import SimpleNamespace
 
@@ -22,11 +23,21 @@ def fake_trainer(beta, loss_types, loss_weights):
     """Just the attributes ``_compute_loss`` reads, with a one-process accelerator."""
     identity = lambda x: x  # noqa: E731
     return SimpleNamespace(
-        model=SimpleNamespace(training=True), accelerator=SimpleNamespace(device="cpu", gather=identity,
-                                                                           gather_for_metrics=identity),
-        aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl",
-        loss_types=loss_types, loss_weights=loss_weights, beta=beta, use_weighting=False, label_smoothing=0.0,
-        _metrics={"train": defaultdict(list), "eval": defaultdict(list)}, _total_train_tokens=0, _tp_size=1)
+        model=SimpleNamespace(training=True),
+        accelerator=SimpleNamespace(device="cpu", gather=identity, gather_for_metrics=identity),
+        aux_loss_enabled=False,
+        ld_alpha=None,
+        precompute_ref_logps=True,
+        f_divergence_type="reverse_kl",
+        loss_types=loss_types,
+        loss_weights=loss_weights,
+        beta=beta,
+        use_weighting=False,
+        label_smoothing=0.0,
+        _metrics={"train": defaultdict(list), "eval": defaultdict(list)},
+        _total_train_tokens=0,
+        _tp_size=1,
+    )
 
 
 def fake_batch(lengths_chosen, lengths_rejected, seed=0):
@@ -37,15 +48,24 @@ def fake_batch(lengths_chosen, lengths_rejected, seed=0):
     per_token = -torch.rand(2 * PAIRS, TOKENS, generator=gen) * 3 * shift_mask
     completion_mask = torch.cat([torch.zeros(2 * PAIRS, 1, dtype=torch.long), shift_mask], dim=1)  # prompt token
     ref = -torch.rand(2 * PAIRS, generator=gen) * 10
-    inputs = {"input_ids": torch.ones(2 * PAIRS, TOKENS + 1, dtype=torch.long), "attention_mask": completion_mask,
-              "completion_mask": completion_mask, "ref_chosen_logps": ref[:PAIRS], "ref_rejected_logps": ref[PAIRS:]}
+    inputs = {
+        "input_ids": torch.ones(2 * PAIRS, TOKENS + 1, dtype=torch.long),
+        "attention_mask": completion_mask,
+        "completion_mask": completion_mask,
+        "ref_chosen_logps": ref[:PAIRS],
+        "ref_rejected_logps": ref[PAIRS:],
+    }
     return per_token, inputs, ref
 
 
 def trl_loss(trainer, per_token, inputs):
     zeros = torch.zeros_like(per_token)
-    model = lambda **kw: SimpleNamespace(log_probs=per_token, entropy=zeros, mean_logits=zeros,  # noqa: E731
-                                         is_top1=zeros.bool())
+    model = lambda **kw: SimpleNamespace(
+        log_probs=per_token,
+        entropy=zeros,
+        mean_logits=zeros,  # noqa: E731
+        is_top1=zeros.bool(),
+    )
     return trl_dpo.DPOTrainer._compute_loss(trainer, model, inputs, return_outputs=False)
 
 

@@ -4,6 +4,7 @@ Hand-computed cases use a "unigram" stand-in LM whose next-token distribution is
 position, so sequence log-probs and KLs have closed forms; the transformer is checked by enumerating
 every response of a tiny vocabulary (probabilities sum to one, sampling frequencies match them).
 """
+
 import itertools
 import math
 
@@ -56,6 +57,7 @@ def tiny_transformer(vocab=3, max_len=4, seed=0, scale=1.0):
 
 # --- log-probs --------------------------------------------------------------------------------------------
 
+
 def test_sequence_logprobs_unigram_hand_case():
     model = Unigram([0.5, 0.25, 0.25])
     prompts, responses = T([[2, 2], [0, 1]]), T([[0, 1, 1], [2, 0, 0]])
@@ -97,8 +99,7 @@ def test_gru_variant_has_the_same_interface():
 
 def test_response_mask_keeps_up_to_first_eos():
     y = T([[3, 0, 4, 0], [1, 2, 3, 4], [0, 1, 1, 1]])
-    assert lm.response_mask(y, eos=0).tolist() == [[True, True, False, False], [True] * 4,
-                                                    [True, False, False, False]]
+    assert lm.response_mask(y, eos=0).tolist() == [[True, True, False, False], [True] * 4, [True, False, False, False]]
 
 
 def test_too_long_sequence_raises():
@@ -107,6 +108,7 @@ def test_too_long_sequence_raises():
 
 
 # --- decoding ---------------------------------------------------------------------------------------------
+
 
 def test_sampling_frequencies_match_the_model():
     model = tiny_transformer(scale=8.0)
@@ -155,6 +157,7 @@ def test_frozen_copy_is_independent_and_has_no_grad():
 
 # --- KL ---------------------------------------------------------------------------------------------------
 
+
 def test_kl_estimators_hand_case():
     p, q = Unigram([0.5, 0.25, 0.25]), Unigram([1 / 3, 1 / 3, 1 / 3])
     prompts, ys = T([[0], [0]]), T([[0, 1], [2, 2]])
@@ -192,6 +195,7 @@ def test_per_token_kl_hand_case_and_direction():
 
 # --- SFT --------------------------------------------------------------------------------------------------
 
+
 def test_nll_loss_is_token_mean_and_weighted():
     model = Unigram([0.5, 0.25, 0.25])
     prompts, ys = T([[0], [0]]), T([[0, 1], [1, 1]])
@@ -215,6 +219,7 @@ def test_train_nll_learns_the_rule_task():
 
 # --- token tasks ------------------------------------------------------------------------------------------
 
+
 def test_rule_task_hand_case_and_mixture():
     x = T([[0, 5, 11, 2]])
     assert lang.rule_targets(x, 6, 12).tolist() == [[1, 7, 2, 6, 5, 11]]  # (x_{t mod 4} + t + 1) mod 12
@@ -234,7 +239,7 @@ def test_topic_rewards_hand_case():
     assert task.vocab_size == 33 and task.bang == 24 and task.topic_token(0) == 25
     x = T([[task.topic_token(0)], [task.topic_token(1)]])
     y = T([[0, 1, 2, 0, 24, 24, 5, 6], [24] * 8])
-    assert lang.count_relevant(task, x, y).tolist() == [4, 0]      # topic 0 owns words 0, 1, 2
+    assert lang.count_relevant(task, x, y).tolist() == [4, 0]  # topic 0 owns words 0, 1, 2
     assert lang.count_repeats(y).tolist() == [2, 7]
     assert lang.topic_proxy_reward(task, x, y).tolist() == [4 + 0.5 * 2, 0.5 * 8]
     assert lang.topic_gold_reward(task, x, y).tolist() == [4 - 0.5 * 2, -0.5 * 7]  # the hack loses the gold
@@ -245,6 +250,7 @@ def test_topic_rewards_hand_case():
 
 
 # --- reward models ----------------------------------------------------------------------------------------
+
 
 def test_flip_labels_exact_rate():
     labels = torch.ones(1000, dtype=torch.bool)
@@ -297,8 +303,7 @@ def test_ensemble_members_differ_by_seed_and_score_with_stored_statistics():
     gen = torch.Generator().manual_seed(0)
     chosen, rejected = torch.randn(256, 3, generator=gen) + 0.5, torch.randn(256, 3, generator=gen)
     state = torch.get_rng_state()
-    ens = rm.train_ensemble(lambda: rm.RewardMLP(3, (8,)), chosen, rejected, seeds=[0, 1, 2], steps=20,
-                            batch_size=64)
+    ens = rm.train_ensemble(lambda: rm.RewardMLP(3, (8,)), chosen, rejected, seeds=[0, 1, 2], steps=20, batch_size=64)
     assert torch.equal(torch.get_rng_state(), state)  # the global RNG is left alone
     pool = torch.randn(500, 3, generator=gen)
     raw = ens.member_scores(pool)

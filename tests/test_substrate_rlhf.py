@@ -8,6 +8,7 @@ References:
   the sequence-level clipped surrogate via ``RLOOTrainer._compute_loss``. TRL 1.16 has no PPO trainer, so the
   value loss, KL-penalised reward and GAE are checked by hand only.
 """
+
 import itertools
 import math
 from collections import defaultdict
@@ -17,8 +18,7 @@ import pytest
 import torch
 
 from labkit.core import preference as pref
-from labkit.core import rlhf
-from labkit.core import torch_threads
+from labkit.core import rlhf, torch_threads
 from labkit.data import preferences as prefs
 from labkit.models import tiny_lm as lm
 
@@ -62,8 +62,9 @@ def test_ipo_hand_case_summed_and_per_token():
     # β = 0.25 → target 1/(2β) = 2: h = 2 → 0; h = 0 → 4
     assert pref.ipo_loss(*ARGS, beta=0.25).tolist() == pytest.approx([0.0, 4.0])
     # per-token: Δ_w = 1 over 2 tokens, Δ_l = −1 over 4 tokens → h = 0.5 + 0.25 = 0.75; β = 0.5 → (0.75 − 1)²
-    loss = pref.ipo_loss(T([-1.0]), T([-3.0]), T([-2.0]), T([-2.0]), 0.5, chosen_lengths=T([2.0]),
-                         rejected_lengths=T([4.0]))
+    loss = pref.ipo_loss(
+        T([-1.0]), T([-3.0]), T([-2.0]), T([-2.0]), 0.5, chosen_lengths=T([2.0]), rejected_lengths=T([4.0])
+    )
     assert loss.item() == pytest.approx(0.0625)
 
 
@@ -95,11 +96,21 @@ def trl_module(name):
 def dpo_stand_in(beta, loss_type):
     """The attributes ``DPOTrainer._compute_loss`` reads, with a one-process accelerator."""
     return SimpleNamespace(
-        model=SimpleNamespace(training=True), accelerator=SimpleNamespace(device="cpu", gather=identity,
-                                                                           gather_for_metrics=identity),
-        aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl",
-        loss_types=[loss_type], loss_weights=[1.0], beta=beta, use_weighting=False, label_smoothing=0.0,
-        _metrics={"train": defaultdict(list), "eval": defaultdict(list)}, _total_train_tokens=0, _tp_size=1)
+        model=SimpleNamespace(training=True),
+        accelerator=SimpleNamespace(device="cpu", gather=identity, gather_for_metrics=identity),
+        aux_loss_enabled=False,
+        ld_alpha=None,
+        precompute_ref_logps=True,
+        f_divergence_type="reverse_kl",
+        loss_types=[loss_type],
+        loss_weights=[1.0],
+        beta=beta,
+        use_weighting=False,
+        label_smoothing=0.0,
+        _metrics={"train": defaultdict(list), "eval": defaultdict(list)},
+        _total_train_tokens=0,
+        _tp_size=1,
+    )
 
 
 def dpo_batch(lengths_chosen, lengths_rejected, seed=0):
@@ -110,16 +121,25 @@ def dpo_batch(lengths_chosen, lengths_rejected, seed=0):
     per_token = -torch.rand(2 * PAIRS, TOKENS, generator=gen) * 3 * shift_mask
     completion_mask = torch.cat([torch.zeros(2 * PAIRS, 1, dtype=torch.long), shift_mask], dim=1)  # a prompt token
     ref = -torch.rand(2 * PAIRS, generator=gen) * 10
-    inputs = {"input_ids": torch.ones(2 * PAIRS, TOKENS + 1, dtype=torch.long), "attention_mask": completion_mask,
-              "completion_mask": completion_mask, "ref_chosen_logps": ref[:PAIRS], "ref_rejected_logps": ref[PAIRS:]}
+    inputs = {
+        "input_ids": torch.ones(2 * PAIRS, TOKENS + 1, dtype=torch.long),
+        "attention_mask": completion_mask,
+        "completion_mask": completion_mask,
+        "ref_chosen_logps": ref[:PAIRS],
+        "ref_rejected_logps": ref[PAIRS:],
+    }
     return per_token, inputs, ref, lengths.float()
 
 
 def trl_dpo_loss(beta, loss_type, per_token, inputs):
     dpo = trl_module("trl.trainer.dpo_trainer")
     zeros = torch.zeros_like(per_token)
-    model = lambda **kw: SimpleNamespace(log_probs=per_token, entropy=zeros, mean_logits=zeros,  # noqa: E731
-                                         is_top1=zeros.bool())
+    model = lambda **kw: SimpleNamespace(
+        log_probs=per_token,
+        entropy=zeros,
+        mean_logits=zeros,  # noqa: E731
+        is_top1=zeros.bool(),
+    )
     return dpo.DPOTrainer._compute_loss(dpo_stand_in(beta, loss_type), model, inputs, return_outputs=False)
 
 
@@ -156,10 +176,14 @@ def test_bradley_terry_loss_equals_trl_reward_trainer(with_margin):
     margin = torch.rand(PAIRS, generator=gen) if with_margin else None
     if with_margin:
         inputs["margin"] = margin
-    trainer = SimpleNamespace(model=SimpleNamespace(training=True), args=SimpleNamespace(center_rewards_coefficient=None),
-                              accelerator=SimpleNamespace(gather=identity, gather_for_metrics=identity),
-                              _metrics={"train": defaultdict(list), "eval": defaultdict(list)},
-                              _total_train_tokens=0, _tp_size=1)
+    trainer = SimpleNamespace(
+        model=SimpleNamespace(training=True),
+        args=SimpleNamespace(center_rewards_coefficient=None),
+        accelerator=SimpleNamespace(gather=identity, gather_for_metrics=identity),
+        _metrics={"train": defaultdict(list), "eval": defaultdict(list)},
+        _total_train_tokens=0,
+        _tp_size=1,
+    )
     model = lambda **kw: SimpleNamespace(logits=scores)  # noqa: E731
     expected = reward.RewardTrainer.compute_loss(trainer, model, inputs)
     chosen, rejected = split(scores.squeeze(-1))
@@ -177,19 +201,29 @@ def test_clipped_surrogate_equals_trl_rloo_sequence_loss(eps):
     old = per_token.sum(1) + torch.randn(B, generator=gen) * 0.3  # ratios on both sides of the clip band
     adv = torch.randn(B, generator=gen)
     trainer = SimpleNamespace(
-        model=SimpleNamespace(training=True), aux_loss_enabled=False, epsilon_low=eps, epsilon_high=eps,
+        model=SimpleNamespace(training=True),
+        aux_loss_enabled=False,
+        epsilon_low=eps,
+        epsilon_high=eps,
         _get_per_token_logps_and_entropies=lambda *a, **k: (per_token, torch.zeros_like(per_token), None),
         accelerator=SimpleNamespace(reduce=identity, gather=identity),
-        _metrics={"train": defaultdict(list), "eval": defaultdict(list)})
-    inputs = {"prompt_ids": torch.ones(B, 2, dtype=torch.long), "prompt_mask": torch.ones(B, 2, dtype=torch.long),
-              "completion_ids": torch.ones(B, TOKENS, dtype=torch.long), "completion_mask": mask,
-              "old_logps": old, "advantages": adv}
+        _metrics={"train": defaultdict(list), "eval": defaultdict(list)},
+    )
+    inputs = {
+        "prompt_ids": torch.ones(B, 2, dtype=torch.long),
+        "prompt_mask": torch.ones(B, 2, dtype=torch.long),
+        "completion_ids": torch.ones(B, TOKENS, dtype=torch.long),
+        "completion_mask": mask,
+        "old_logps": old,
+        "advantages": adv,
+    }
     expected = rloo.RLOOTrainer._compute_loss(trainer, None, inputs)
     ours = rlhf.clipped_surrogate_loss((per_token * mask).sum(1), old, adv, eps).mean()
     torch.testing.assert_close(ours, expected)
 
 
 # --- PPO pieces by hand -----------------------------------------------------------------------------------
+
 
 def test_clipped_surrogate_hand_cases_and_zero_gradient_when_clipped():
     ratio = T([1.5, 1.5, 0.5, 0.5, 1.0])
@@ -209,7 +243,8 @@ def test_kl_penalised_reward_advantages_value_loss():
     assert shaped.tolist() == [0.5, 0.5]  # 1 − 0.5·1 and 0 − 0.5·(−1)
     assert rlhf.sequence_advantages(T([1.0, 3.0]), T([0.5, 0.5])).tolist() == [0.5, 2.5]
     assert rlhf.sequence_advantages(T([1.0, 3.0]), T([0.5, 0.5]), normalise=True).tolist() == pytest.approx(
-        [-1 / math.sqrt(2), 1 / math.sqrt(2)], abs=1e-6)
+        [-1 / math.sqrt(2), 1 / math.sqrt(2)], abs=1e-6
+    )
     assert rlhf.value_loss(T([1.0, 0.0]), T([3.0, 0.0])).tolist() == [2.0, 0.0]
 
 
@@ -244,6 +279,7 @@ def test_ppo_step_raises_the_reward_of_a_tiny_lm():
 
 
 # --- best-of-n --------------------------------------------------------------------------------------------
+
 
 def test_best_of_n_picks_the_top_of_the_first_n():
     scores = T([[0.1, 0.9, 0.5, 2.0], [0.7, 0.2, 0.8, 0.0]])
@@ -280,7 +316,8 @@ def test_unbiased_best_of_n_matches_brute_force_over_subsets():
         brute = sum(gold[max(s, key=lambda i: proxy[i])].item() for s in subsets) / len(subsets)
         assert e == pytest.approx(brute, abs=1e-9)
     assert est[0].item() == pytest.approx(gold.mean().item()) and est[-1].item() == pytest.approx(
-        gold[proxy.argmax()].item())
+        gold[proxy.argmax()].item()
+    )
     batched = rlhf.unbiased_best_of_n(torch.stack([gold, -gold]), torch.stack([proxy, proxy]), [3])
     assert batched.shape == (1, 2) and batched[0, 0].item() == pytest.approx(est[2].item())
     big = rlhf.unbiased_best_of_n(torch.randn(20_000, generator=gen), torch.randn(20_000, generator=gen), [2048])
@@ -288,6 +325,7 @@ def test_unbiased_best_of_n_matches_brute_force_over_subsets():
 
 
 # --- preference data and the general oracle ---------------------------------------------------------------
+
 
 def test_quadratic_gold_and_bt_labels():
     w = T([1.0, 0.0])
@@ -323,8 +361,9 @@ def test_preference_matrices_and_oracle_labels():
         prefs.check_preference_matrix(T([[0.5, 0.9], [0.9, 0.5]]))
     gen = torch.Generator().manual_seed(0)
     n = 20_000
-    wins = prefs.sample_preference_labels(P.expand(2, 5, 5), torch.zeros(2, n, dtype=torch.long),
-                                          torch.ones(2, n, dtype=torch.long) * T([[1], [3]]), gen)
+    wins = prefs.sample_preference_labels(
+        P.expand(2, 5, 5), torch.zeros(2, n, dtype=torch.long), torch.ones(2, n, dtype=torch.long) * T([[1], [3]]), gen
+    )
     assert wins.float().mean(1).tolist() == pytest.approx([0.9, 0.75], abs=0.01)
 
 

@@ -1,5 +1,6 @@
 """SuperHF: the top-K filter, the loss with the KL prior and one iteration against hand-computed cases;
 METEOR by hand; the PPO baseline's bookkeeping; claims both ways; a tiny seeded run; the quick preset."""
+
 import math
 
 import pytest
@@ -27,10 +28,11 @@ class TableLM(nn.Module):
         self.table = nn.Parameter(torch.as_tensor(table, dtype=torch.float32).clone())
 
     def forward(self, tokens):
-        return self.table[:tokens.shape[1]].unsqueeze(0).expand(tokens.shape[0], -1, -1)
+        return self.table[: tokens.shape[1]].unsqueeze(0).expand(tokens.shape[0], -1, -1)
 
 
 # --- the filter -------------------------------------------------------------------------------------------------
+
 
 def test_filter_keeps_the_best_per_prompt_and_breaks_ties_by_order():
     samples = torch.arange(2 * 4 * 3).view(2, 4, 3)
@@ -48,22 +50,26 @@ def test_filter_keeps_the_best_per_prompt_and_breaks_ties_by_order():
 # --- the loss with the KL prior -------------------------------------------------------------------------------
 
 POLICY = [[0.0, math.log(3.0)], [0.0, 0.0]]  # position 0: (1/4, 3/4); position 1: (1/2, 1/2)
-REF = [[0.0, 0.0], [0.0, math.log(3.0)]]     # position 0: (1/2, 1/2); position 1: (1/4, 3/4)
+REF = [[0.0, 0.0], [0.0, math.log(3.0)]]  # position 0: (1/2, 1/2); position 1: (1/4, 3/4)
 
 
 def test_ce_and_kl_prior_by_hand():
     policy, ref = TableLM(POLICY), TableLM(REF)
     x, y = T([[0]]), T([[1, 0]])
     ce_hand = -(math.log(3 / 4) + math.log(1 / 2)) / 2
-    kl0 = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)   # KL(π_0‖π_θ) at position 0
+    kl0 = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)  # KL(π_0‖π_θ) at position 0
     kl1 = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)  # … at position 1
     loss, ce, kl = superhf.superhf_loss(policy, ref, x, y, beta_kl=0.35)
     assert ce.item() == pytest.approx(ce_hand, abs=1e-6)
     assert kl.item() == pytest.approx((kl0 + kl1) / 2, abs=1e-6)
     assert loss.item() == pytest.approx(ce_hand + 0.35 * (kl0 + kl1) / 2, abs=1e-6)
     # the direction matters: KL(π_θ‖π_0) is a different number
-    rev = (0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5) + 0.5 * math.log(0.5 / 0.25)
-           + 0.5 * math.log(0.5 / 0.75)) / 2
+    rev = (
+        0.25 * math.log(0.25 / 0.5)
+        + 0.75 * math.log(0.75 / 0.5)
+        + 0.5 * math.log(0.5 / 0.25)
+        + 0.5 * math.log(0.5 / 0.75)
+    ) / 2
     assert superhf.kl_prior(ref, policy, x, y).item() == pytest.approx(rev, abs=1e-6)
     assert superhf.kl_prior(policy, policy, x, y).item() == pytest.approx(0.0, abs=1e-7)
 
@@ -85,8 +91,20 @@ def test_one_iteration_keeps_the_argmax_and_takes_the_hand_step():
     opt = torch.optim.SGD(policy.parameters(), lr=1.0)
     reward = lambda x, y: (y == 2).sum(1).float() + 0.1 * y[:, 0]  # noqa: E731
     gen = torch.Generator().manual_seed(3)
-    out = superhf.superhf_iteration(policy, ref, opt, T([[0], [0]]), reward, beta_kl=0.35, superbatch=8,
-                                    top_k=1, epochs=1, top_p=1.0, length=3, generator=gen)
+    out = superhf.superhf_iteration(
+        policy,
+        ref,
+        opt,
+        T([[0], [0]]),
+        reward,
+        beta_kl=0.35,
+        superbatch=8,
+        top_k=1,
+        epochs=1,
+        top_p=1.0,
+        length=3,
+        generator=gen,
+    )
     assert out["scores"].shape == (2, 8) and out["kept"].shape == (2, 3)
     assert torch.equal(out["kept_scores"], out["scores"].max(1).values)
     assert torch.equal(reward(out["prompts"], out["kept"]), out["kept_scores"])
@@ -106,16 +124,20 @@ def test_superhf_raises_the_kept_log_prob_and_the_prior_limits_the_drift():
         ref, policy = superhf.lm.frozen_copy(init), superhf.copy.deepcopy(init)
         opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
         reward = lambda p, y: lang.topic_proxy_reward(task, p, y)  # noqa: E731
-        out = superhf.superhf_iteration(policy, ref, opt, x, reward, beta, 8, 1, epochs=20,
-                                        generator=torch.Generator().manual_seed(0))
-        gain = (superhf.lm.sequence_logprobs(policy, out["prompts"], out["kept"])
-                - superhf.lm.sequence_logprobs(init, out["prompts"], out["kept"])).detach()
+        out = superhf.superhf_iteration(
+            policy, ref, opt, x, reward, beta, 8, 1, epochs=20, generator=torch.Generator().manual_seed(0)
+        )
+        gain = (
+            superhf.lm.sequence_logprobs(policy, out["prompts"], out["kept"])
+            - superhf.lm.sequence_logprobs(init, out["prompts"], out["kept"])
+        ).detach()
         assert (gain > 0).all()
         drift[beta] = superhf.kl_prior(policy, ref, out["prompts"], out["kept"]).mean().item()
     assert drift[10.0] < 0.5 * drift[0.0]
 
 
 # --- PPO bookkeeping --------------------------------------------------------------------------------------------
+
 
 def test_ppo_baseline_is_a_running_mean():
     task = lang.TopicTask()
@@ -133,6 +155,7 @@ def test_ppo_baseline_is_a_running_mean():
 
 # --- METEOR ----------------------------------------------------------------------------------------------------
 
+
 def test_meteor_by_hand():
     assert superhf.meteor(list(range(8)), list(range(8))) == pytest.approx(1 - 0.5 / 512)
     assert superhf.meteor([1, 2], [3, 4]) == 0.0
@@ -147,12 +170,14 @@ def test_cross_prompt_meteor_only_pairs_different_prompts():
     prompts = T([[0], [0], [1], [1]])
     same = torch.arange(8).repeat(4, 1)
     assert superhf.cross_prompt_meteor(prompts, same, 20, torch.Generator().manual_seed(0)) == pytest.approx(
-        1 - 0.5 / 512)
+        1 - 0.5 / 512
+    )
     by_topic = torch.stack([torch.arange(8), torch.arange(8), torch.arange(8, 16), torch.arange(8, 16)])
     assert superhf.cross_prompt_meteor(prompts, by_topic, 20, torch.Generator().manual_seed(0)) == 0.0
 
 
 # --- claims ----------------------------------------------------------------------------------------------------
+
 
 def test_claims_both_ways():
     assert superhf.reward_claim([4.0, 4.2], [2.9, 3.0], [4.3, 4.3]).passed
@@ -213,8 +238,7 @@ def test_quick_run():
     result = superhf.run(preset="quick", progress=False)
     h, f = result.history, result.extras["final"]
     assert set(h["seed"]) == {0, 1} and h["step"].max() == 40 * 32
-    assert result.claims[0].numbers["proxy_superhf"] == pytest.approx(
-        sum(f["SuperHF β_KL=0.35"]["proxy_reward"]) / 2)
+    assert result.claims[0].numbers["proxy_superhf"] == pytest.approx(sum(f["SuperHF β_KL=0.35"]["proxy_reward"]) / 2)
     # training on the proxy raises it above π_0 for every trained arm
     for arm in ("SuperHF β_KL=0", "SuperHF β_KL=0.35", "PPO c=0.05"):
         assert min(f[arm]["proxy_reward"]) > max(f["π_0"]["proxy_reward"])

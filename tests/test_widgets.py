@@ -4,6 +4,7 @@ explorer, the Panel form builder, the app's gallery and method page.
 A tiny fake method (``toy``) stands in for the real ones, so these tests do not depend on which
 methods exist; the last tests build forms for every method that is available.
 """
+
 import asyncio
 import math
 import subprocess
@@ -43,8 +44,10 @@ def make_toy():
             ctx.history.log(step, "method", "acc", 1 - value, seed=ctx.seed)
             if step == 10 and toy.on_step is not None:
                 toy.on_step()
-        return Outcome(metrics={"loss": value},
-                       claims=[ClaimCheck("method beats baseline", ctx.p.noise < 0.1, {"gap": 0.1 - ctx.p.noise})])
+        return Outcome(
+            metrics={"loss": value},
+            claims=[ClaimCheck("method beats baseline", ctx.p.noise < 0.1, {"gap": 0.1 - ctx.p.noise})],
+        )
 
     body.__module__ = "fake.toy"  # method_run names the method after the module: "toy"
     toy.PARAMS = TOY_PARAMS
@@ -76,23 +79,27 @@ def same(value, expected) -> bool:
 
 # --------------------------------------------------------------------------- Param -> control rules
 
-@pytest.mark.parametrize("param, kind", [
-    (Param("flag", bool, False), "checkbox"),
-    (Param("arm", str, "a", choices=("a", "b")), "select"),
-    (Param("k", int, 2, choices=(1, 2, 4)), "select"),
-    (Param("name", str, "x"), "text"),
-    (Param("steps", int, 20, low=1, high=500), "int_slider"),
-    (Param("n", int, 300, low=10, high=100_000), "int_box"),
-    (Param("n", int, 3, low=1), "int_box"),
-    (Param("lr", float, 0.01, low=1e-5, high=1.0, log=True), "log_slider"),
-    (Param("lr", float, 0.01, low=1e-12, high=1e3, log=True), "float_box"),  # 15 decades: too wide
-    (Param("frac", float, 0.5, low=0.0, high=1.0), "float_slider"),
-    (Param("frac", float, 0.1, low=0.0, high=1.0), "float_slider"),
-    (Param("wd", float, 0.05, low=0.0, high=10.0), "float_box"),  # 0.05 would sit in the first 5%
-    (Param("eta", float, 1.0, low=0.0, high=100.0), "float_box"),
-    (Param("x", float, 0.0, low=0.0), "float_box"),
-    (Param("x", float, 1.0), "float_box"),
-])
+
+@pytest.mark.parametrize(
+    "param, kind",
+    [
+        (Param("flag", bool, False), "checkbox"),
+        (Param("arm", str, "a", choices=("a", "b")), "select"),
+        (Param("k", int, 2, choices=(1, 2, 4)), "select"),
+        (Param("name", str, "x"), "text"),
+        (Param("steps", int, 20, low=1, high=500), "int_slider"),
+        (Param("n", int, 300, low=10, high=100_000), "int_box"),
+        (Param("n", int, 3, low=1), "int_box"),
+        (Param("lr", float, 0.01, low=1e-5, high=1.0, log=True), "log_slider"),
+        (Param("lr", float, 0.01, low=1e-12, high=1e3, log=True), "float_box"),  # 15 decades: too wide
+        (Param("frac", float, 0.5, low=0.0, high=1.0), "float_slider"),
+        (Param("frac", float, 0.1, low=0.0, high=1.0), "float_slider"),
+        (Param("wd", float, 0.05, low=0.0, high=10.0), "float_box"),  # 0.05 would sit in the first 5%
+        (Param("eta", float, 1.0, low=0.0, high=100.0), "float_box"),
+        (Param("x", float, 0.0, low=0.0), "float_box"),
+        (Param("x", float, 1.0), "float_box"),
+    ],
+)
 def test_control_spec_kinds(param, kind):
     assert control_spec(param).kind == kind
 
@@ -107,6 +114,7 @@ def test_control_spec_ranges():
 
 
 # --------------------------------------------------------------------------- ipywidgets controls
+
 
 def test_param_controls_types_ranges_and_main_only():
     controls = param_controls(TOY_PARAMS)
@@ -149,10 +157,16 @@ def test_preset_dropdown_resets_the_controls():
 
 # --------------------------------------------------------------------------- live curves
 
+
 def test_live_curves_keep_one_metric_and_split_seeds():
     curves = LiveCurves()
-    rows = [(0, 1, "m", "loss", 1.0), (0, 1, "m", "acc", 0.1), (0, 2, "m", "loss", 0.5), (1, 1, "m", "loss", 0.9),
-            (0, 1, "b", "loss", 2.0)]
+    rows = [
+        (0, 1, "m", "loss", 1.0),
+        (0, 1, "m", "acc", 0.1),
+        (0, 2, "m", "loss", 0.5),
+        (1, 1, "m", "loss", 0.9),
+        (0, 1, "b", "loss", 2.0),
+    ]
     for seed, step, series, metric, value in rows:
         curves.add(dict(seed=seed, step=step, series=series, metric=metric, value=value))
     assert curves.metric == "loss"  # the first logged
@@ -165,6 +179,7 @@ def test_live_curves_throttle():
 
 
 # --------------------------------------------------------------------------- the explorer
+
 
 @pytest.fixture(params=["output", "figurewidget"])
 def plot_backend(request, monkeypatch):
@@ -233,12 +248,15 @@ def test_explorer_rejects_unknown_methods():
 
 
 def test_import_widgets_is_cheap():
-    code = ("import sys, widgets; heavy = [m for m in ('panel', 'torch', 'ipywidgets', 'plotly') if m in sys.modules];"
-            "print(heavy); assert not heavy")
+    code = (
+        "import sys, widgets; heavy = [m for m in ('panel', 'torch', 'ipywidgets', 'plotly') if m in sys.modules];"
+        "print(heavy); assert not heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # --------------------------------------------------------------------------- Panel forms and the app
+
 
 def test_panel_controls_follow_the_same_rules():
     controls = panel_forms.panel_controls(TOY_PARAMS)
@@ -333,6 +351,7 @@ def test_method_page_async_train_runs_in_a_worker_thread(toy, store):
 
 
 # --------------------------------------------------------------------------- the real methods
+
 
 @pytest.mark.parametrize("info", labkit.available_methods(), ids=lambda m: m.slug)
 def test_forms_build_for_every_available_method(info, store):

@@ -10,6 +10,7 @@ In a notebook::
 
 The app: ``panel serve widgets/app.py``.
 """
+
 from __future__ import annotations
 
 _LAZY = {"explorer", "param_controls", "preset_dropdown", "control_spec", "ControlSpec", "Explorer"}

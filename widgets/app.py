@@ -13,6 +13,7 @@ button's async callback wakes every ``REDRAW_EVERY_S`` seconds on the server's e
 the plot from the rows the run's ``callback`` gathered. Only that event-loop coroutine touches the
 widgets, so no Bokeh document is changed from the worker thread.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,8 +23,15 @@ import panel as pn
 
 from labkit.core.registry import FAMILIES, METHODS, get_method
 from widgets.forms import (
-    REDRAW_EVERY_S, LiveCurves, changed_values, claims_text, draw_lines, method_name, missing_metric_note,
-    new_live_figure, resolve_method,
+    REDRAW_EVERY_S,
+    LiveCurves,
+    changed_values,
+    claims_text,
+    draw_lines,
+    method_name,
+    missing_metric_note,
+    new_live_figure,
+    resolve_method,
 )
 from widgets.panel_forms import labelled, panel_controls, panel_preset_select
 
@@ -46,23 +54,31 @@ CARD_CSS = """
 
 # --------------------------------------------------------------------------- gallery
 
+
 def method_card(info) -> pn.pane.HTML:
     """One registry entry as a card: id, short name, title, arXiv link, open link or 'not yet'."""
     available = info.available
-    action = (f'<a class="open" href="?method={info.slug}">open →</a>' if available
-              else '<span class="soon">not yet</span>')
-    body = (f'<div class="labkit-card {"available" if available else "missing"}" data-slug="{info.slug}">'
-            f'<div class="id">#{info.id:02d} · {info.family}</div><h3>{html.escape(info.short)}</h3>'
-            f'<p class="title">{html.escape(info.title)}</p>'
-            f'<div class="links"><a href="{info.arxiv_url}" target="_blank">arXiv {info.arxiv}</a>{action}</div></div>')
+    action = (
+        f'<a class="open" href="?method={info.slug}">open →</a>' if available else '<span class="soon">not yet</span>'
+    )
+    body = (
+        f'<div class="labkit-card {"available" if available else "missing"}" data-slug="{info.slug}">'
+        f'<div class="id">#{info.id:02d} · {info.family}</div><h3>{html.escape(info.short)}</h3>'
+        f'<p class="title">{html.escape(info.title)}</p>'
+        f'<div class="links"><a href="{info.arxiv_url}" target="_blank">arXiv {info.arxiv}</a>{action}</div></div>'
+    )
     return pn.pane.HTML(body, stylesheets=[CARD_CSS], margin=6)
 
 
 def gallery(note: str = "") -> pn.Column:
     """All registry methods as cards, one section per family; ``note`` shows as a warning on top."""
     n_available = sum(m.available for m in METHODS)
-    parts = [pn.pane.Markdown(f"# Methods\n{len(METHODS)} methods, {n_available} available. "
-                              "Open an available one to train it and its baseline here.")]
+    parts = [
+        pn.pane.Markdown(
+            f"# Methods\n{len(METHODS)} methods, {n_available} available. "
+            "Open an available one to train it and its baseline here."
+        )
+    ]
     if note:
         parts.append(pn.pane.Alert(note, alert_type="warning"))
     for family in FAMILIES:
@@ -74,6 +90,7 @@ def gallery(note: str = "") -> pn.Column:
 
 # --------------------------------------------------------------------------- recent runs
 
+
 def recent_runs_frame(store, slug: str, params, limit: int = RECENT_RUNS):
     """The newest runs of ``slug`` in ``store``: the params changed from the run's preset, the first
     few metrics, whether the claims held."""
@@ -81,16 +98,18 @@ def recent_runs_frame(store, slug: str, params, limit: int = RECENT_RUNS):
 
     runs = store.runs(slug).head(limit)
     changed = [_changed(values, preset, params) for values, preset in zip(runs["params"], runs["preset"])]
-    return pd.DataFrame({
-        "id": runs["id"],
-        "when (UTC)": pd.to_datetime(runs["created_at"], unit="s").dt.strftime("%Y-%m-%d %H:%M:%S"),
-        "preset": runs["preset"],
-        "seed": runs["seed"],
-        "changed params": changed,
-        "metrics": runs["metrics"].map(lambda m: _short_dict(dict(list(m.items())[:METRICS_SHOWN]))),
-        "claims hold": runs["claims_hold"],
-        "seconds": runs["duration_s"].round(1),
-    })
+    return pd.DataFrame(
+        {
+            "id": runs["id"],
+            "when (UTC)": pd.to_datetime(runs["created_at"], unit="s").dt.strftime("%Y-%m-%d %H:%M:%S"),
+            "preset": runs["preset"],
+            "seed": runs["seed"],
+            "changed params": changed,
+            "metrics": runs["metrics"].map(lambda m: _short_dict(dict(list(m.items())[:METRICS_SHOWN]))),
+            "claims hold": runs["claims_hold"],
+            "seconds": runs["duration_s"].round(1),
+        }
+    )
 
 
 def _changed(values: dict, preset: str, params) -> str:
@@ -104,6 +123,7 @@ def _short_dict(values: dict) -> str:
 
 
 # --------------------------------------------------------------------------- method page
+
 
 class MethodPage:
     """The page of one method: form, Train button, live plot, claims, errors, recent runs.
@@ -133,19 +153,29 @@ class MethodPage:
         self.claims = pn.pane.HTML("", css_classes=["labkit-claims"], sizing_mode="stretch_width")
         self.figure = new_live_figure(widget=False)
         self.plot = pn.pane.Plotly(self.figure, sizing_mode="stretch_width", height=380)
-        self.runs_table = pn.pane.DataFrame(index=False, justify="left", text_align="start",
-                                            sizing_mode="stretch_width")
+        self.runs_table = pn.pane.DataFrame(
+            index=False, justify="left", text_align="start", sizing_mode="stretch_width"
+        )
         self.refresh_runs()
         self.view = self._layout()
 
     def _layout(self) -> pn.Column:
         by_name = {p.name: p for p in self.params}
-        form = pn.Column(self.preset, *[labelled(c, by_name[n]) for n, c in self.controls.items()],
-                         self.seed, self.train_button, width=360)
+        form = pn.Column(
+            self.preset,
+            *[labelled(c, by_name[n]) for n, c in self.controls.items()],
+            self.seed,
+            self.train_button,
+            width=360,
+        )
         results = pn.Column(self.status, self.error, self.plot, self.claims, sizing_mode="stretch_width")
-        return pn.Column(self._header(), pn.Row(form, results, sizing_mode="stretch_width"),
-                         pn.pane.Markdown("### Recent runs (from the run store)"), self.runs_table,
-                         sizing_mode="stretch_width")
+        return pn.Column(
+            self._header(),
+            pn.Row(form, results, sizing_mode="stretch_width"),
+            pn.pane.Markdown("### Recent runs (from the run store)"),
+            self.runs_table,
+            sizing_mode="stretch_width",
+        )
 
     def _header(self) -> pn.pane.Markdown:
         try:
@@ -154,7 +184,8 @@ class MethodPage:
             return pn.pane.Markdown(f"[← all methods](?)\n# {self.slug}")
         return pn.pane.Markdown(
             f"[← all methods](?)\n# {info.id:02d} · {info.short}\n{info.title} · "
-            f"[arXiv {info.arxiv}]({info.arxiv_url}) · {info.family} · notebook `{info.notebook}`")
+            f"[arXiv {info.arxiv}]({info.arxiv_url}) · {info.family} · notebook `{info.notebook}`"
+        )
 
     # -- training -----------------------------------------------------------------------------
 
@@ -230,6 +261,7 @@ class MethodPage:
 
 # --------------------------------------------------------------------------- the app
 
+
 def query_method() -> str:
     """The ``method`` of the URL query (``?method=rpo``), or '' outside a server session."""
     args = pn.state.session_args or {}
@@ -249,5 +281,6 @@ def create_app(method: str = "") -> pn.Column:
 
 
 if __name__.startswith("bokeh"):  # `panel serve widgets/app.py`
-    pn.template.FastListTemplate(title="labkit", main=[create_app(query_method())],
-                                 header_background="#24292f").servable()
+    pn.template.FastListTemplate(
+        title="labkit", main=[create_app(query_method())], header_background="#24292f"
+    ).servable()

@@ -19,14 +19,16 @@ unbounded or very wide        number box (the run checks the range and explains 
 :func:`explorer` is what a notebook's last cell shows: the form, a Train button, a live plot of
 one metric (one line per series) and the claim checks.
 """
+
 from __future__ import annotations
 
 import html
 import math
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import ipywidgets as ipw
 
@@ -41,6 +43,7 @@ ERROR_COLOUR = "#b00020"
 
 
 # --------------------------------------------------------------------------- Param -> control rules
+
 
 @dataclass(frozen=True)
 class ControlSpec:
@@ -124,6 +127,7 @@ def changed_values(params: Iterable[Param], values: dict, preset: str) -> dict:
 
 # --------------------------------------------------------------------------- live curves
 
+
 class LiveCurves:
     """History rows of one metric gathered while a run goes, as one line per series.
 
@@ -176,8 +180,14 @@ class LiveCurves:
 
 def live_layout(metric: str | None) -> dict:
     """Plotly layout of a live curve plot."""
-    return dict(title=metric or "waiting for the first logged value", xaxis_title="step", yaxis_title=metric,
-                template="plotly_white", height=360, margin={"l": 60, "r": 20, "t": 50, "b": 50})
+    return dict(
+        title=metric or "waiting for the first logged value",
+        xaxis_title="step",
+        yaxis_title=metric,
+        template="plotly_white",
+        height=360,
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+    )
 
 
 def draw_lines(fig, curves: LiveCurves) -> None:
@@ -226,12 +236,17 @@ def missing_metric_note(result, metric: str | None) -> str:
 
 # --------------------------------------------------------------------------- ipywidgets
 
+
 def make_control(param: Param, value=None):
     """The ipywidgets control for one param, set to ``value`` (default: its quick value)."""
     spec = control_spec(param)
     value = param.quick if value is None else value
-    common = dict(description=param.name, tooltip=help_text(param), style={"description_width": "140px"},
-                  layout=ipw.Layout(width="460px"))
+    common = dict(
+        description=param.name,
+        tooltip=help_text(param),
+        style={"description_width": "140px"},
+        layout=ipw.Layout(width="460px"),
+    )
     kind = spec.kind
     if kind == "checkbox":
         return ipw.Checkbox(value=value, indent=False, **common)
@@ -242,18 +257,32 @@ def make_control(param: Param, value=None):
     if kind == "int_slider":
         return ipw.IntSlider(value=value, min=spec.low, max=spec.high, step=1, continuous_update=False, **common)
     if kind == "float_slider":
-        return ipw.FloatSlider(value=value, min=spec.low, max=spec.high, step=spec.step, readout_format=".3g",
-                               continuous_update=False, **common)
+        return ipw.FloatSlider(
+            value=value,
+            min=spec.low,
+            max=spec.high,
+            step=spec.step,
+            readout_format=".3g",
+            continuous_update=False,
+            **common,
+        )
     if kind == "log_slider":
-        return ipw.FloatLogSlider(value=value, base=10, min=math.log10(spec.low), max=math.log10(spec.high),
-                                  step=spec.step, readout_format=".3g", continuous_update=False, **common)
+        return ipw.FloatLogSlider(
+            value=value,
+            base=10,
+            min=math.log10(spec.low),
+            max=math.log10(spec.high),
+            step=spec.step,
+            readout_format=".3g",
+            continuous_update=False,
+            **common,
+        )
     if kind == "int_box":
         return ipw.IntText(value=value, **common)
     return ipw.FloatText(value=value, **common)
 
 
-def param_controls(params: Iterable[Param], preset: str = "quick", main_only: bool = True,
-                   make=None) -> dict:
+def param_controls(params: Iterable[Param], preset: str = "quick", main_only: bool = True, make=None) -> dict:
     """``{name: control}`` for the params (the ``main`` ones unless ``main_only=False``), set to ``preset``.
     ``make(param, value)`` builds one control (default: the ipywidgets one, :func:`make_control`)."""
     check_preset(preset)
@@ -271,8 +300,13 @@ def set_preset(controls: dict, params: Iterable[Param], preset: str) -> None:
 def preset_dropdown(controls: dict, params: Iterable[Param], preset: str = "quick") -> ipw.Dropdown:
     """A preset picker that resets ``controls`` to the chosen preset's values."""
     params = list(params)
-    picker = ipw.Dropdown(options=list(PRESETS), value=preset, description="preset",
-                          style={"description_width": "140px"}, layout=ipw.Layout(width="460px"))
+    picker = ipw.Dropdown(
+        options=list(PRESETS),
+        value=preset,
+        description="preset",
+        style={"description_width": "140px"},
+        layout=ipw.Layout(width="460px"),
+    )
     picker.observe(lambda change: set_preset(controls, params, change["new"]), names="value")
     return picker
 
@@ -285,8 +319,15 @@ class Explorer(ipw.VBox):
     anywidget is installed; otherwise the plot is redrawn into an ``Output`` area.
     """
 
-    def __init__(self, method, metric: str | None = None, *, device: str = "auto", record: bool | None = None,
-                 main_only: bool = True):
+    def __init__(
+        self,
+        method,
+        metric: str | None = None,
+        *,
+        device: str = "auto",
+        record: bool | None = None,
+        main_only: bool = True,
+    ):
         self.module = resolve_method(method)
         self.params = list(self.module.PARAMS)
         self.metric = metric or getattr(self.module, "MAIN_METRIC", None)
@@ -295,8 +336,14 @@ class Explorer(ipw.VBox):
         self.result = None
         self.controls = param_controls(self.params, "quick", main_only)
         self.preset_picker = preset_dropdown(self.controls, self.params)
-        self.seed_box = ipw.BoundedIntText(value=0, min=0, max=2**31 - 1, description="seed",
-                                           style={"description_width": "140px"}, layout=ipw.Layout(width="460px"))
+        self.seed_box = ipw.BoundedIntText(
+            value=0,
+            min=0,
+            max=2**31 - 1,
+            description="seed",
+            style={"description_width": "140px"},
+            layout=ipw.Layout(width="460px"),
+        )
         self.train_button = ipw.Button(description="Train", button_style="primary", icon="play")
         self.train_button.on_click(self.train)
         self.status = ipw.HTML()
@@ -304,8 +351,9 @@ class Explorer(ipw.VBox):
         self.plot_output = None if isinstance(self.figure, ipw.DOMWidget) else ipw.Output()
         plot = self.figure if self.plot_output is None else self.plot_output
         title = ipw.HTML(f"<b>{html.escape(method_name(self.module))}</b>: change the knobs, then Train")
-        super().__init__([title, self.preset_picker, *self.controls.values(), self.seed_box, self.train_button,
-                          self.status, plot])
+        super().__init__(
+            [title, self.preset_picker, *self.controls.values(), self.seed_box, self.train_button, self.status, plot]
+        )
         self._show_figure()
 
     def values(self) -> dict:
@@ -327,8 +375,15 @@ class Explorer(ipw.VBox):
                 self._redraw(curves)
 
         try:
-            result = self.module.run(preset=preset, seed=self.seed_box.value, device=self.device, callback=on_row,
-                                     progress=False, record=self.record, **overrides)
+            result = self.module.run(
+                preset=preset,
+                seed=self.seed_box.value,
+                device=self.device,
+                callback=on_row,
+                progress=False,
+                record=self.record,
+                **overrides,
+            )
         except Exception as err:  # shown to the learner, never raised into the notebook
             self._set_status(f"{type(err).__name__}: {err}", error=True)
             return None

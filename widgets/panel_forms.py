@@ -4,9 +4,10 @@
 only maps each kind to its Panel widget. Panel has no log slider, so a ``log_slider`` becomes a
 ``DiscreteSlider`` over log-spaced values (the presets' values among them).
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import panel as pn
@@ -39,8 +40,9 @@ def panel_control(param: Param, value=None):
     if kind == "int_slider":
         return pn.widgets.IntSlider(value=value, start=int(spec.low), end=int(spec.high), step=1, **common)
     if kind == "float_slider":
-        return pn.widgets.FloatSlider(value=value, start=spec.low, end=spec.high, step=spec.step, format="0[.]000",
-                                      **common)
+        return pn.widgets.FloatSlider(
+            value=value, start=spec.low, end=spec.high, step=spec.step, format="0[.]000", **common
+        )
     if kind == "log_slider":
         options = log_options(param, spec.low, spec.high)
         return pn.widgets.DiscreteSlider(options=options, value=float(value), **common)

@@ -1,4 +1,5 @@
 """Device choice, seeding and thread count."""
+
 from __future__ import annotations
 
 import contextlib

@@ -6,6 +6,7 @@ anything it cannot accept: an unknown preset, an unknown name, a wrong type, a v
 The same specs drive the notebook parameters, the CLI (``-p key=value``), the ipywidgets form and
 the Panel app, so the rules are written once, here.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -92,9 +93,7 @@ def _coerce(param: Param, value: Any) -> Any:
             return float(value)
     elif kind is str and isinstance(value, str):
         return value
-    raise ValueError(
-        f"{param.name}={value!r} has the wrong type ({type(value).__name__}): expected {param.describe()}"
-    )
+    raise ValueError(f"{param.name}={value!r} has the wrong type ({type(value).__name__}): expected {param.describe()}")
 
 
 def _parse_text(param: Param, text: str) -> Any:
@@ -154,11 +153,19 @@ def param_table(params: list[Param]):
     """A DataFrame of the params: value per preset, what is allowed, and what each one does."""
     import pandas as pd
 
-    return pd.DataFrame([
-        {"name": p.name, "quick": p.quick, "standard": p.value_for("standard"), "full": p.value_for("full"),
-         "allowed": p.describe(), "help": p.help}
-        for p in params
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "name": p.name,
+                "quick": p.quick,
+                "standard": p.value_for("standard"),
+                "full": p.value_for("full"),
+                "allowed": p.describe(),
+                "help": p.help,
+            }
+            for p in params
+        ]
+    )
 
 
 def overrides_from(params: list[Param], namespace: dict) -> dict:
@@ -166,3 +173,59 @@ def overrides_from(params: list[Param], namespace: dict) -> dict:
     ``namespace`` with a value other than ``None``. Used as ``overrides_from(m.PARAMS, globals())``,
     so a value injected by papermill for any param, shown in the cell or not, reaches ``run``."""
     return {p.name: namespace[p.name] for p in params if namespace.get(p.name) is not None}
+
+
+# --- typed knobs: one dataclass declares the params and gives the body typed attribute access -------------
+
+
+def knob(
+    quick: Any,
+    standard: Any = None,
+    full: Any = None,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple | None = None,
+    help: str = "",
+    log: bool = False,
+    main: bool = True,
+):
+    """A dataclass field that is also a :class:`Param` (its name and type come from the annotation)::
+
+        @dataclass(frozen=True)
+        class Knobs:
+            eta: float = knob(1.0, low=0.0, high=100.0, help="RPO weight η")
+            n_seeds: int = knob(10, full=100, low=1, high=1000, main=False, help="independent problems")
+
+        PARAMS = params_of(Knobs)       # what the CLI, widgets and app validate against
+        Knobs()                         # the quick preset's values, typed; ``ctx.p`` in a run is a Knobs
+
+    The default is the quick value, so ``Knobs()`` is the quick preset."""
+    from dataclasses import field
+
+    spec = {
+        "quick": quick,
+        "standard": standard,
+        "full": full,
+        "low": low,
+        "high": high,
+        "choices": choices,
+        "help": help,
+        "log": log,
+        "main": main,
+    }
+    return field(default=quick, metadata={"knob": spec})
+
+
+def params_of(knobs_class) -> list[Param]:
+    """The :class:`Param` list of a knobs dataclass, in field order (see :func:`knob`)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(knobs_class)
+    out = []
+    for f in dataclasses.fields(knobs_class):
+        if "knob" not in f.metadata:
+            raise TypeError(f"{knobs_class.__name__}.{f.name} is not declared with knob(...)")
+        out.append(Param(f.name, hints[f.name], **f.metadata["knob"]))
+    return out

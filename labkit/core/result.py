@@ -1,47 +1,26 @@
 """What a run returns: a tidy history, final metrics, claim checks and figures."""
+
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+
+from .claims import ClaimCheck, Verdict, fmt
 
 HISTORY_COLUMNS = ["seed", "step", "series", "metric", "value"]
 
 
-@dataclass
-class ClaimCheck:
-    """The paper's claim as a measurable statement, and whether this run shows it.
+@dataclass(frozen=True)
+class Arm:
+    """One trained variant of a comparison: ``key`` is what the code branches on and what history rows
+    and metrics are named by; ``label`` is only for display (a legend entry, a table header)."""
 
-    ``passed`` is computed from ``numbers`` by the method; ``asserted=False`` marks a claim the card
-    asks us to report without asserting (e.g. a gain that did not show at toy scale).
-    """
-
-    claim: str
-    passed: bool
-    numbers: dict[str, float]
-    detail: str = ""
-    asserted: bool = True
-
-    @property
-    def verdict(self) -> str:
-        if not self.asserted:
-            return "REPORTED" + (" (holds)" if self.passed else " (does not hold)")
-        return "HOLDS" if self.passed else "DOES NOT HOLD"
+    key: str
+    label: str
 
     def __str__(self) -> str:
-        nums = ", ".join(f"{k} = {_fmt(v)}" for k, v in self.numbers.items())
-        text = f"[{self.verdict}] {self.claim}\n    {nums}"
-        return text + (f"\n    {self.detail}" if self.detail else "")
-
-    def to_dict(self) -> dict:
-        return {"claim": self.claim, "passed": bool(self.passed), "numbers": dict(self.numbers),
-                "detail": self.detail, "asserted": self.asserted}
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}" if math.isfinite(v) else str(v)
-    return str(v)
+        return self.label
 
 
 class History:
@@ -55,8 +34,13 @@ class History:
         self.callback = callback
 
     def log(self, step: int, series: str, metric: str, value: float, seed: int = 0) -> None:
-        row = {"seed": int(seed), "step": int(step), "series": str(series), "metric": str(metric),
-               "value": float(value)}
+        row = {
+            "seed": int(seed),
+            "step": int(step),
+            "series": str(series),
+            "metric": str(metric),
+            "value": float(value),
+        }
         self.rows.append(row)
         if self.callback is not None:
             self.callback(row)
@@ -88,16 +72,32 @@ class Result:
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def claims_hold(self) -> bool:
-        """True when every asserted claim holds (reported-only claims do not count)."""
-        return all(c.passed for c in self.claims if c.asserted)
+    def headline(self) -> ClaimCheck | None:
+        """The paper's headline claim (the runner puts it first), or None for a method without one."""
+        return self.claims[0] if self.claims and self.claims[0].headline else None
 
-    def summary(self) -> str:
-        lines = [f"{self.method} · preset={self.preset} · seed={self.seed} · device={self.device}"
-                 f" · {self.duration_s:.1f} s"]
-        lines += [f"  {k}: {_fmt(v)}" for k, v in self.metrics.items()]
-        lines += [str(c) for c in self.claims]
+    @property
+    def verdict(self) -> Verdict | None:
+        """The headline claim's three-way verdict (None when the method states no headline claim)."""
+        return self.headline.verdict if self.headline else None
+
+    @property
+    def claims_hold(self) -> bool:
+        """True when the headline claim holds (its interval clears the margin)."""
+        return self.verdict is Verdict.HOLDS
+
+    def claims_text(self) -> str:
+        """The claims as text, headline first, each with verdict, interval and margin."""
+        return "\n".join(str(c) for c in self.claims) or "(this method states no claim)"
+
+    def summary(self, decimals: int = 4) -> str:
+        lines = [
+            f"{self.method} · preset={self.preset} · seed={self.seed} · device={self.device} · {self.duration_s:.1f} s"
+        ]
+        lines += [f"  {k}: {fmt(v, decimals)}" for k, v in self.metrics.items()]
+        lines.append(self.claims_text())
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return f"<Result {self.method} preset={self.preset} claims_hold={self.claims_hold}>"
+        verdict = self.verdict.label if self.verdict else "no claim"
+        return f"<Result {self.method} preset={self.preset} headline={verdict}>"

@@ -3,6 +3,7 @@
 Where: ``$LABKIT_STORE`` if set, else ``~/.labkit/runs.sqlite``. A record is written in one
 transaction at the end of a successful run, so a failed or interrupted run leaves nothing behind.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,9 +55,19 @@ class RunStore:
                 cur = con.execute(
                     "INSERT INTO runs (method, preset, seed, device, params, metrics, claims, claims_hold,"
                     " duration_s, created_at, notebook) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (result.method, result.preset, result.seed, result.device, json.dumps(result.params),
-                     json.dumps(_plain(result.metrics)), json.dumps([c.to_dict() for c in result.claims]),
-                     int(result.claims_hold), float(result.duration_s), time.time(), notebook),
+                    (
+                        result.method,
+                        result.preset,
+                        result.seed,
+                        result.device,
+                        json.dumps(result.params),
+                        json.dumps(_plain(result.metrics)),
+                        json.dumps([c.to_dict() for c in result.claims]),
+                        int(result.claims_hold),
+                        float(result.duration_s),
+                        time.time(),
+                        notebook,
+                    ),
                 )
                 run_id = cur.lastrowid
                 con.executemany(
@@ -89,11 +100,14 @@ class RunStore:
         try:
             return pd.read_sql_query(
                 "SELECT seed, step, series, metric, value FROM history WHERE run_id = ? ORDER BY rowid",
-                con, params=(run_id,))
+                con,
+                params=(run_id,),
+            )
         finally:
             con.close()
 
 
 def _plain(values: dict) -> dict:
-    return {k: (float(v) if hasattr(v, "__float__") and not isinstance(v, (bool, str)) else v)
-            for k, v in values.items()}
+    return {
+        k: (float(v) if hasattr(v, "__float__") and not isinstance(v, (bool, str)) else v) for k, v in values.items()
+    }

@@ -1,17 +1,24 @@
 """The small training helpers every method shares: progress bars, divergence checks, loops."""
+
 from __future__ import annotations
 
 import math
 import os
-from typing import Callable, Iterable
+from collections.abc import Iterable
 
 
 class DivergenceError(RuntimeError):
     """A loss became NaN or infinite; the message says which series and at which step."""
 
 
-def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
-             enabled: bool = True, leave: bool = False):
+def progress(
+    iterable: Iterable | None = None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    enabled: bool = True,
+    leave: bool = False,
+):
     """A ``tqdm.auto`` bar (a widget in Jupyter, text in a terminal). Off when ``enabled`` is False
     or ``LABKIT_PROGRESS=0`` (batch runs that log to files)."""
     from tqdm.auto import tqdm
@@ -26,28 +33,9 @@ def check_finite(value, step: int, series: str = "") -> float:
     if not math.isfinite(number):
         where = f" in {series!r}" if series else ""
         raise DivergenceError(
-            f"the loss became {number} at step {step}{where}: the run diverged "
-            "(try a smaller learning rate)"
+            f"the loss became {number} at step {step}{where}: the run diverged (try a smaller learning rate)"
         )
     return number
-
-
-def train_steps(step_fn: Callable[[int], float], n_steps: int, *, series: str = "", log_every: int = 1,
-                on_log: Callable[[int, float], None] | None = None, bar=None) -> list[float]:
-    """Call ``step_fn(step)`` for ``step = 1..n_steps``; each returns the loss of that step.
-
-    Every loss is checked for NaN/inf; every ``log_every`` steps (and the last) ``on_log(step, loss)``
-    is called. ``bar`` is an optional progress bar advanced once per step. Returns the losses.
-    """
-    losses = []
-    for step in range(1, n_steps + 1):
-        loss = check_finite(step_fn(step), step, series)
-        losses.append(loss)
-        if on_log is not None and (step % log_every == 0 or step == n_steps):
-            on_log(step, loss)
-        if bar is not None:
-            bar.update(1)
-    return losses
 
 
 def iterate_minibatches(n: int, batch_size: int, generator, drop_last: bool = False):
@@ -57,4 +45,24 @@ def iterate_minibatches(n: int, batch_size: int, generator, drop_last: bool = Fa
     order = torch.randperm(n, generator=generator)
     stop = n - (n % batch_size) if drop_last else n
     for start in range(0, stop, batch_size):
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]
+
+
+def accuracy(model, x, y, batch_size: int = 4096) -> float:
+    """Share of rows of ``x`` whose arg-max prediction equals ``y`` (eval mode, no grad, in batches).
+
+    ``model(x)`` returns logits ``(N, C)``; ``y`` holds class indices ``(N,)``. The model's train/eval mode
+    is restored afterwards. The one accuracy helper of the kit: methods and substrates call this."""
+    import torch
+
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start : start + batch_size])
+            correct += int((logits.argmax(-1) == y[start : start + batch_size]).sum())
+    if was_training:
+        model.train()
+    return correct / max(1, len(x))

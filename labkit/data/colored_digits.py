@@ -17,6 +17,7 @@ own rule; :func:`encode` turns a split into vectors (invariant ‖ one-hot colou
 images (the noisy 4×4 feature upsampled in the middle, the patches as coloured squares around it), so an MLP
 and a CNN see exactly the same information. Everything here is NumPy; methods move arrays to torch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,10 +25,24 @@ from dataclasses import dataclass
 import numpy as np
 
 #: RGB in [0, 1] of the colours a patch can show (matplotlib's "tab10")
-PALETTE = np.array([
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
-], dtype=np.float32) / 255.0
+PALETTE = (
+    np.array(
+        [
+            (31, 119, 180),
+            (255, 127, 14),
+            (44, 160, 44),
+            (214, 39, 40),
+            (148, 103, 189),
+            (140, 86, 75),
+            (227, 119, 194),
+            (127, 127, 127),
+            (188, 189, 34),
+            (23, 190, 207),
+        ],
+        dtype=np.float32,
+    )
+    / 255.0
+)
 
 
 @dataclass(frozen=True)
@@ -43,8 +58,9 @@ class ColourRule:
             raise ValueError("ColourRule needs right[j], wrong[j] ≥ 0 and right[j] + wrong[j] ≤ 1 for every patch")
 
 
-def group_rule(n_patches: int, right_a: float, right_b: float, wrong_a: float = 0.0,
-               wrong_b: float = 0.0) -> ColourRule:
+def group_rule(
+    n_patches: int, right_a: float, right_b: float, wrong_a: float = 0.0, wrong_b: float = 0.0
+) -> ColourRule:
     """One probability per group: patches 0 … n/2 − 1 are group A, n/2 … n − 1 group B."""
     half = n_patches // 2
     if n_patches < 2 or n_patches % 2:
@@ -71,8 +87,9 @@ def colour_maps(n_patches: int, n_classes: int, n_colours: int, rng: np.random.G
     return ColourMaps(right, wrong)
 
 
-def draw_colours(y: np.ndarray, maps: ColourMaps, rule: ColourRule, n_colours: int,
-                 rng: np.random.Generator) -> np.ndarray:
+def draw_colours(
+    y: np.ndarray, maps: ColourMaps, rule: ColourRule, n_colours: int, rng: np.random.Generator
+) -> np.ndarray:
     """Colour index of every (sample, patch): right[j][y] w.p. rule.right[j], wrong[j][y] w.p. rule.wrong[j],
     otherwise uniform over the ``n_colours``. Shape (n, n_patches), int64."""
     n, n_patches = len(y), maps.right.shape[0]
@@ -121,16 +138,30 @@ def colour_agreement(split: ColouredSplit) -> tuple[np.ndarray, np.ndarray]:
     return right.mean(0), wrong.mean(0)
 
 
-def make_split(images: np.ndarray, y: np.ndarray, index: np.ndarray, maps: ColourMaps, rule: ColourRule,
-               noise: float, n_colours: int, rng: np.random.Generator) -> ColouredSplit:
+def make_split(
+    images: np.ndarray,
+    y: np.ndarray,
+    index: np.ndarray,
+    maps: ColourMaps,
+    rule: ColourRule,
+    noise: float,
+    n_colours: int,
+    rng: np.random.Generator,
+) -> ColouredSplit:
     """The images ``images[index]``: pooled to 4×4 plus N(0, noise²), coloured by ``rule``."""
     pooled = avg_pool(images[index])
     invariant = (pooled + noise * rng.standard_normal(pooled.shape)).astype(np.float32)
     return ColouredSplit(invariant, draw_colours(y[index], maps, rule, n_colours, rng), y[index], index, maps)
 
 
-def multicolor_digits(seed: int, rules: dict[str, ColourRule], sizes: dict[str, int], noise: float = 0.8,
-                      n_colours: int = 10, reuse: dict[str, str] | None = None) -> dict[str, ColouredSplit]:
+def multicolor_digits(
+    seed: int,
+    rules: dict[str, ColourRule],
+    sizes: dict[str, int],
+    noise: float = 0.8,
+    n_colours: int = 10,
+    reuse: dict[str, str] | None = None,
+) -> dict[str, ColouredSplit]:
     """Deal the shuffled 1,797 images into splits of ``sizes`` (in order; a size of −1 takes all that is left),
     colour each split by its rule, with one set of colour maps per ``seed``.
 
@@ -163,13 +194,20 @@ def encode(split: ColouredSplit, n_colours: int = 10) -> np.ndarray:
 def feature_groups(n_patches: int, n_colours: int = 10, n_invariant: int = 16) -> dict[str, np.ndarray]:
     """Column indices of the invariant feature, group A's patches and group B's patches in :func:`encode`."""
     half = n_patches // 2 * n_colours
-    return {"invariant": np.arange(n_invariant), "group A": n_invariant + np.arange(half),
-            "group B": n_invariant + half + np.arange(half)}
+    return {
+        "invariant": np.arange(n_invariant),
+        "group A": n_invariant + np.arange(half),
+        "group B": n_invariant + half + np.arange(half),
+    }
 
 
 #: top-left corners of the 4×4 patch squares in a 28×28 image, around the 16×16 centre (at most 24)
-PATCH_SLOTS = ([(0, 4 * c) for c in range(7)] + [(24, 4 * c) for c in range(7)]
-               + [(4 + 4 * r, 0) for r in range(5)] + [(4 + 4 * r, 24) for r in range(5)])
+PATCH_SLOTS = (
+    [(0, 4 * c) for c in range(7)]
+    + [(24, 4 * c) for c in range(7)]
+    + [(4 + 4 * r, 0) for r in range(5)]
+    + [(4 + 4 * r, 24) for r in range(5)]
+)
 
 
 def render(split: ColouredSplit, clip: bool = False) -> np.ndarray:
@@ -183,5 +221,5 @@ def render(split: ColouredSplit, clip: bool = False) -> np.ndarray:
     centre = np.kron(split.invariant, np.ones((4, 4), dtype=np.float32))
     out[:, :, 6:22, 6:22] = centre[:, None]
     for j, (r, c) in enumerate(PATCH_SLOTS[:n_patches]):
-        out[:, :, r:r + 4, c:c + 4] = PALETTE[split.colours[:, j]][:, :, None, None]
+        out[:, :, r : r + 4, c : c + 4] = PALETTE[split.colours[:, j]][:, :, None, None]
     return np.clip(out, 0.0, 1.0) if clip else out

@@ -11,6 +11,7 @@ Three generic pieces that any federated method (FedLD, RFFL, a Flower client) ca
 
 Everything here is NumPy; the methods move arrays to torch on their device.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -69,8 +70,9 @@ def fill_empty_clients(parts: list[np.ndarray]) -> list[np.ndarray]:
     return parts
 
 
-def dirichlet_split(labels, n_clients: int, alpha: float, rng: np.random.Generator,
-                    max_tries: int = 100) -> list[np.ndarray]:
+def dirichlet_split(
+    labels, n_clients: int, alpha: float, rng: np.random.Generator, max_tries: int = 100
+) -> list[np.ndarray]:
     """Label-skew partition of ``range(len(labels))`` into ``n_clients`` sorted index arrays.
 
     Class c is dealt to the clients in shares q_c ~ Dirichlet(α·1_m). Draws with an empty client are
@@ -121,19 +123,29 @@ def translate(images: np.ndarray, dx: int, dy: int) -> np.ndarray:
     return out
 
 
-def random_feature_shifts(n_clients: int, rng: np.random.Generator, max_translate: int = 1,
-                          contrast: tuple[float, float] = (0.5, 1.5),
-                          brightness: tuple[float, float] = (0.0, 0.3)) -> list[FeatureShift]:
+def random_feature_shifts(
+    n_clients: int,
+    rng: np.random.Generator,
+    max_translate: int = 1,
+    contrast: tuple[float, float] = (0.5, 1.5),
+    brightness: tuple[float, float] = (0.0, 0.3),
+) -> list[FeatureShift]:
     """One :class:`FeatureShift` per client: integer translation in [−t, t]², contrast and
     brightness drawn uniformly from the given ranges."""
-    return [FeatureShift(int(rng.integers(-max_translate, max_translate + 1)),
-                         int(rng.integers(-max_translate, max_translate + 1)),
-                         float(rng.uniform(*contrast)), float(rng.uniform(*brightness)))
-            for _ in range(n_clients)]
+    return [
+        FeatureShift(
+            int(rng.integers(-max_translate, max_translate + 1)),
+            int(rng.integers(-max_translate, max_translate + 1)),
+            float(rng.uniform(*contrast)),
+            float(rng.uniform(*brightness)),
+        )
+        for _ in range(n_clients)
+    ]
 
 
-def client_arrays(x: np.ndarray, y: np.ndarray, parts: list[np.ndarray],
-                  shifts: list[FeatureShift] | None = None, side: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
+def client_arrays(
+    x: np.ndarray, y: np.ndarray, parts: list[np.ndarray], shifts: list[FeatureShift] | None = None, side: int = 8
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(x_i, y_i) per client, with client i's feature shift applied when ``shifts`` is given."""
     out = []
     for i, idx in enumerate(parts):

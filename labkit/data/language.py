@@ -13,6 +13,7 @@ words. The proxy reward counts relevant words (capped) and also pays for an expl
 the gold reward counts relevant words (capped) and penalises repeated tokens, so "!!!!!!!!" wins the
 proxy and loses the gold.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,15 +34,17 @@ class TokenDataset:
     reward: torch.Tensor
     source: torch.Tensor
 
-    def to(self, device) -> "TokenDataset":
-        return TokenDataset(self.prompts.to(device), self.responses.to(device), self.reward.to(device),
-                            self.source.to(device))
+    def to(self, device) -> TokenDataset:
+        return TokenDataset(
+            self.prompts.to(device), self.responses.to(device), self.reward.to(device), self.source.to(device)
+        )
 
     def __len__(self) -> int:
         return int(self.prompts.shape[0])
 
 
 # --------------------------------------------------------------------------------------------- rule task
+
 
 def random_prompts(n: int, prompt_len: int, vocab_size: int, generator: torch.Generator) -> torch.Tensor:
     """``n`` prompts of i.i.d. uniform tokens in [0, V). ``(n, P)``."""
@@ -75,7 +78,9 @@ def corrupt_tokens(tokens: torch.Tensor, rate: float, vocab_size: int, generator
     return torch.where(torch.rand(tokens.shape, generator=generator) < rate, noise, tokens)
 
 
-def mediocre_responses(prompts: torch.Tensor, length: int, vocab_size: int, n_correct: int | None = None) -> torch.Tensor:
+def mediocre_responses(
+    prompts: torch.Tensor, length: int, vocab_size: int, n_correct: int | None = None
+) -> torch.Tensor:
     """The first ``n_correct`` (default L//2) tokens follow the rule, the rest copy the prompt: y_t = x_{t mod P}.
 
     A copied token is never right (it would need t + 1 ≡ 0 mod V), so R = n_correct/L whenever L < V.
@@ -86,9 +91,15 @@ def mediocre_responses(prompts: torch.Tensor, length: int, vocab_size: int, n_co
     return torch.where(torch.arange(length, device=prompts.device) < n_correct, right, copied)
 
 
-def make_rule_mixture(n: int, generator: torch.Generator, vocab_size: int = 12, prompt_len: int = 4,
-                      response_len: int = 6, mix: tuple[float, float, float] = (0.2, 0.6, 0.2),
-                      expert_noise: float = 0.1) -> TokenDataset:
+def make_rule_mixture(
+    n: int,
+    generator: torch.Generator,
+    vocab_size: int = 12,
+    prompt_len: int = 4,
+    response_len: int = 6,
+    mix: tuple[float, float, float] = (0.2, 0.6, 0.2),
+    expert_noise: float = 0.1,
+) -> TokenDataset:
     """A-LoL's offline data: ``n`` (x, y, R) with each example expert / mediocre / random with probabilities ``mix``.
 
     expert: y* with each token re-drawn uniformly with probability ``expert_noise`` (R ≈ 0.9 at 0.1, V = 12);
@@ -105,6 +116,7 @@ def make_rule_mixture(n: int, generator: torch.Generator, vocab_size: int = 12, 
 
 
 # --------------------------------------------------------------------------------------------- topic task
+
 
 @dataclass(frozen=True)
 class TopicTask:
@@ -147,7 +159,8 @@ class TopicTask:
         topic = prompts[:, 0] - (self.n_words + 1)
         rel = self.relevant().to(prompts.device)[topic]
         return torch.zeros(prompts.shape[0], self.vocab_size, dtype=torch.bool, device=prompts.device).scatter(
-            1, rel, True)
+            1, rel, True
+        )
 
 
 def topic_prompts(task: TopicTask, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -178,8 +191,9 @@ def topic_gold_reward(task: TopicTask, prompts: torch.Tensor, responses: torch.T
     return rel - task.repeat_penalty * count_repeats(responses).float()
 
 
-def topic_sft_data(task: TopicTask, n: int, length: int, generator: torch.Generator, p_relevant: float = 0.3,
-                   p_bang: float = 0.02) -> tuple[torch.Tensor, torch.Tensor]:
+def topic_sft_data(
+    task: TopicTask, n: int, length: int, generator: torch.Generator, p_relevant: float = 0.3, p_bang: float = 0.02
+) -> tuple[torch.Tensor, torch.Tensor]:
     """SFT data: each token is, independently, a relevant word of the topic (prob ``p_relevant``, uniform among
     them), "!" (prob ``p_bang``) or a uniform word. Returns prompts ``(n, 1)`` and responses ``(n, length)``."""
     prompts = topic_prompts(task, n, generator)

@@ -12,6 +12,7 @@ tensors ``(..., N)`` into the K responses with a boolean ``mask`` that marks the
 >>> bandit.features.shape, [round(t, 6) for t in bandit.ref_logp.exp().sum(-1).tolist()]
 (torch.Size([2, 5, 2]), [1.0, 1.0])
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,9 +34,10 @@ class GoldBandit:
     w_star: torch.Tensor
     seeds: tuple[int, ...] = ()
 
-    def to(self, device) -> "GoldBandit":
-        return GoldBandit(self.features.to(device), self.gold.to(device), self.ref_logp.to(device),
-                          self.w_star.to(device), self.seeds)
+    def to(self, device) -> GoldBandit:
+        return GoldBandit(
+            self.features.to(device), self.gold.to(device), self.ref_logp.to(device), self.w_star.to(device), self.seeds
+        )
 
 
 @dataclass
@@ -46,7 +48,7 @@ class PreferencePairs:
     rejected: torch.Tensor
     mask: torch.Tensor
 
-    def to(self, device) -> "PreferencePairs":
+    def to(self, device) -> PreferencePairs:
         return PreferencePairs(self.chosen.to(device), self.rejected.to(device), self.mask.to(device))
 
     @property
@@ -75,8 +77,9 @@ def gaussian_reference_logp(features: torch.Tensor, width: float = 1.0) -> torch
     return torch.log_softmax(-features.pow(2).sum(-1) / width, dim=-1)
 
 
-def make_gold_bandit(n_responses: int = 200, dim: int = 8, seeds=(0,), ref_width: float = 1.0,
-                     w_norm: float | None = None) -> GoldBandit:
+def make_gold_bandit(
+    n_responses: int = 200, dim: int = 8, seeds=(0,), ref_width: float = 1.0, w_norm: float | None = None
+) -> GoldBandit:
     """One bandit per seed, stacked on a first dim (each from its own ``torch.Generator(seed)``, on CPU,
     so seed s gives the same problem whatever the other seeds). ``w* ~ N(0, I_d)``, rescaled to norm
     ``w_norm`` if given; features, gold reward and reference as in :func:`random_features`,
@@ -88,8 +91,13 @@ def make_gold_bandit(n_responses: int = 200, dim: int = 8, seeds=(0,), ref_width
         w = torch.randn(dim, generator=gen)
         ws.append(w if w_norm is None else w_norm * w / w.norm())
     features, w_star = torch.stack(feats), torch.stack(ws)
-    return GoldBandit(features, concave_gold_reward(features, w_star),
-                      gaussian_reference_logp(features, ref_width), w_star, tuple(int(s) for s in seeds))
+    return GoldBandit(
+        features,
+        concave_gold_reward(features, w_star),
+        gaussian_reference_logp(features, ref_width),
+        w_star,
+        tuple(int(s) for s in seeds),
+    )
 
 
 def bradley_terry_prob(reward_a: torch.Tensor, reward_b: torch.Tensor) -> torch.Tensor:
@@ -157,6 +165,7 @@ def support_mask(ref_logp: torch.Tensor, mass: float = 0.99) -> torch.Tensor:
 
 # --- more gold-reward problems: vector responses (RM ensembles), length-vs-quality candidates (DAA) -----------
 
+
 def quadratic_gold_reward(responses: torch.Tensor, w: torch.Tensor, curvature: float = 0.15) -> torch.Tensor:
     """r*(y) = w·y − c·‖y‖²: rewards a direction, punishes extreme responses (c = 0.15 in the RM-ensembles card).
     ``responses (..., d)`` → ``(...)``."""
@@ -195,14 +204,22 @@ class LengthCandidates:
     gold: torch.Tensor
     ref_logp: torch.Tensor
 
-    def to(self, device) -> "LengthCandidates":
-        return LengthCandidates(*(t.to(device) for t in (self.length, self.quality, self.features, self.gold,
-                                                           self.ref_logp)))
+    def to(self, device) -> LengthCandidates:
+        return LengthCandidates(
+            *(t.to(device) for t in (self.length, self.quality, self.features, self.gold, self.ref_logp))
+        )
 
 
-def make_length_candidates(n_prompts: int = 32, n_candidates: int = 40, generator: torch.Generator | None = None,
-                           max_length: int = 20, ref_length_coef: float = -0.6, ref_quality_coef: float = 0.3,
-                           gold_linear: float = 0.6, gold_quadratic: float = 0.06) -> LengthCandidates:
+def make_length_candidates(
+    n_prompts: int = 32,
+    n_candidates: int = 40,
+    generator: torch.Generator | None = None,
+    max_length: int = 20,
+    ref_length_coef: float = -0.6,
+    ref_quality_coef: float = 0.3,
+    gold_linear: float = 0.6,
+    gold_quadratic: float = 0.06,
+) -> LengthCandidates:
     """Candidates with ℓ ~ U{1 … ℓ_max} and q ~ N(0, 1) per (prompt, candidate);
         π_ref(y|x) ∝ exp(a·ℓ + b·q)       (a = −0.6: the reference rarely writes long responses)
         r*(x, y) = q + c₁·ℓ − c₂·ℓ²       (peaks at ℓ = c₁/(2c₂) = 5 with the defaults)
@@ -220,6 +237,7 @@ def make_length_candidates(n_prompts: int = 32, n_candidates: int = 40, generato
 # P[..., i, j] = P(y_i ≻ y_j | x) with P[i, j] + P[j, i] = 1 and P[i, i] = 1/2. Bradley–Terry is the special
 # case P[i, j] = σ(r_i − r_j), which is always transitive; a rock-paper-scissors cycle is not.
 
+
 def bt_preference_matrix(rewards: torch.Tensor) -> torch.Tensor:
     """P[i, j] = σ(r_i − r_j) from rewards ``(..., K)`` → ``(..., K, K)``."""
     return torch.sigmoid(rewards.unsqueeze(-1) - rewards.unsqueeze(-2))
@@ -234,8 +252,12 @@ def check_preference_matrix(P: torch.Tensor, atol: float = 1e-6) -> torch.Tensor
     return P
 
 
-def cyclic_preference_matrix(cycle: tuple[float, float, float] = (0.9, 0.6, 0.7), n_extra: int = 2,
-                             extra_lose: float = 0.75, permutation: torch.Tensor | None = None) -> torch.Tensor:
+def cyclic_preference_matrix(
+    cycle: tuple[float, float, float] = (0.9, 0.6, 0.7),
+    n_extra: int = 2,
+    extra_lose: float = 0.75,
+    permutation: torch.Tensor | None = None,
+) -> torch.Tensor:
     """An intransitive K = 3 + n_extra game (the INPO card's toy):
         responses 0, 1, 2 form a cycle  P(0≻1) = c₀, P(1≻2) = c₁, P(2≻0) = c₂  (all > 1/2: no best response);
         responses 3 … lose to each of 0–2 with P = ``extra_lose`` and tie one another (1/2).
@@ -250,8 +272,9 @@ def cyclic_preference_matrix(cycle: tuple[float, float, float] = (0.9, 0.6, 0.7)
     return check_preference_matrix(P)
 
 
-def sample_preference_labels(P: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-                             generator: torch.Generator) -> torch.Tensor:
+def sample_preference_labels(
+    P: torch.Tensor, a: torch.Tensor, b: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
     """The oracle: True where y_a ≻ y_b, each label ~ Bernoulli(P[a, b]). ``P (..., K, K)``, ``a, b (..., N)``
     index tensors; ``generator`` a CPU generator. Ties a = b are labelled by a fair coin (drop them yourself)."""
     p = P.gather(-2, a.unsqueeze(-1).expand(*a.shape, P.shape[-1])).gather(-1, b.unsqueeze(-1)).squeeze(-1)
@@ -282,11 +305,18 @@ def nash_policy(P: torch.Tensor) -> torch.Tensor:
 
     A = P.detach().cpu().double().numpy() - 0.5
     K = A.shape[0]
-    cost = np.r_[np.zeros(K), 1.0]                       # variables (π, v)
-    upper = np.c_[A, -np.ones(K)]                         # A π − v ≤ 0
-    equal = np.r_[np.ones(K), 0.0][None]                  # Σ π = 1
-    res = linprog(cost, A_ub=upper, b_ub=np.zeros(K), A_eq=equal, b_eq=[1.0],
-                  bounds=[(0, None)] * K + [(None, None)], method="highs")
+    cost = np.r_[np.zeros(K), 1.0]  # variables (π, v)
+    upper = np.c_[A, -np.ones(K)]  # A π − v ≤ 0
+    equal = np.r_[np.ones(K), 0.0][None]  # Σ π = 1
+    res = linprog(
+        cost,
+        A_ub=upper,
+        b_ub=np.zeros(K),
+        A_eq=equal,
+        b_eq=[1.0],
+        bounds=[(0, None)] * K + [(None, None)],
+        method="highs",
+    )
     if not res.success:
         raise RuntimeError(f"linprog failed: {res.message}")
     pi = np.clip(res.x[:K], 0, None)

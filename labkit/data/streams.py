@@ -12,11 +12,12 @@ Images are NumPy float32 arrays (n, side, side) in [0, 1]; tasks store them flat
 labels. A transform is ``f(images, rng) -> images`` (same shape), given a NumPy generator for anything random.
 Everything ships with scikit-learn or is generated; nothing is downloaded.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -72,13 +73,14 @@ def shift_images(images: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     out = np.zeros_like(images)
     s = images.shape[1]
     for b, (dy, dx) in enumerate(shifts):
-        src = images[b, max(0, -dy):s - max(0, dy), max(0, -dx):s - max(0, dx)]
-        out[b, max(0, dy):max(0, dy) + src.shape[0], max(0, dx):max(0, dx) + src.shape[1]] = src
+        src = images[b, max(0, -dy) : s - max(0, dy), max(0, -dx) : s - max(0, dx)]
+        out[b, max(0, dy) : max(0, dy) + src.shape[0], max(0, dx) : max(0, dx) + src.shape[1]] = src
     return out
 
 
-def noise_and_shift(images: np.ndarray, rng: np.random.Generator, sigma: float = 0.3,
-                    max_shift: int | None = None) -> np.ndarray:
+def noise_and_shift(
+    images: np.ndarray, rng: np.random.Generator, sigma: float = 0.3, max_shift: int | None = None
+) -> np.ndarray:
     """x' = clip(shift(x) + ε, 0, 1), ε ~ N(0, σ²) per pixel, each image moved by (dy, dx) uniform in
     {−m..m}², m = ``max_shift`` (default max(1, side // 8))."""
     m = max(1, images.shape[1] // 8) if max_shift is None else max_shift
@@ -102,8 +104,9 @@ def contrast_jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(a * images + b, 0.0, 1.0)
 
 
-def elastic(images: np.ndarray, rng: np.random.Generator, alpha: float | None = None,
-            smooth: float | None = None) -> np.ndarray:
+def elastic(
+    images: np.ndarray, rng: np.random.Generator, alpha: float | None = None, smooth: float | None = None
+) -> np.ndarray:
     """Elastic warp (Simard et al. 2003): x'(p) = x(p + α·G_σ * u(p)), u uniform in [−1, 1]² per pixel,
     smoothed by a Gaussian of width σ = ``smooth`` (default side / 7) and scaled by α (default side / 2)."""
     from scipy.ndimage import gaussian_filter, map_coordinates
@@ -120,8 +123,13 @@ def elastic(images: np.ndarray, rng: np.random.Generator, alpha: float | None = 
 
 
 DOMAIN_TRANSFORMS: dict[str, Transform] = {
-    "original": identity, "rot90": rotate90, "invert": invert, "noise": noise_and_shift,
-    "blur": blur, "contrast": contrast_jitter, "elastic": elastic,
+    "original": identity,
+    "rot90": rotate90,
+    "invert": invert,
+    "noise": noise_and_shift,
+    "blur": blur,
+    "contrast": contrast_jitter,
+    "elastic": elastic,
 }
 #: the card's domain-incremental stream, then the three extra domains of the full preset
 DIGITS_DOMAINS = ("original", "rot90", "invert", "noise", "blur", "contrast", "elastic")
@@ -143,14 +151,14 @@ def digits_images(side: int = 8) -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.float32), data.target.astype(np.int64)
 
 
-def split_task(name: str, images: np.ndarray, labels: np.ndarray, classes: Sequence[int], test_size: float,
-               seed: int) -> Task:
+def split_task(
+    name: str, images: np.ndarray, labels: np.ndarray, classes: Sequence[int], test_size: float, seed: int
+) -> Task:
     """A stratified train/test split of one task's images, flattened to float32 (n, side²)."""
     from sklearn.model_selection import train_test_split
 
     flat = images.reshape(len(images), -1).astype(np.float32)
-    x_tr, x_te, y_tr, y_te = train_test_split(flat, labels, test_size=test_size, stratify=labels,
-                                              random_state=seed)
+    x_tr, x_te, y_tr, y_te = train_test_split(flat, labels, test_size=test_size, stratify=labels, random_state=seed)
     return Task(name, x_tr, y_tr.astype(np.int64), x_te, y_te.astype(np.int64), tuple(int(c) for c in classes))
 
 
@@ -163,8 +171,14 @@ def disjoint_parts(labels: np.ndarray, n_parts: int, rng: np.random.Generator) -
     return [np.sort(np.concatenate(p)) for p in parts]
 
 
-def domain_incremental(images: np.ndarray, labels: np.ndarray, transforms: dict[str, Transform], seed: int = 0,
-                       test_size: float = 0.3, disjoint: bool = True) -> Stream:
+def domain_incremental(
+    images: np.ndarray,
+    labels: np.ndarray,
+    transforms: dict[str, Transform],
+    seed: int = 0,
+    test_size: float = 0.3,
+    disjoint: bool = True,
+) -> Stream:
     """One task per named transform, in the given order, each with its own stratified split.
 
     ``disjoint=True`` gives every task its own class-balanced share of the images; otherwise every task
@@ -181,8 +195,9 @@ def domain_incremental(images: np.ndarray, labels: np.ndarray, transforms: dict[
     return Stream(tasks, "domain", images.shape[1], len(classes))
 
 
-def class_incremental(images: np.ndarray, labels: np.ndarray, groups: Sequence[Sequence[int]], seed: int = 0,
-                      test_size: float = 0.3) -> Stream:
+def class_incremental(
+    images: np.ndarray, labels: np.ndarray, groups: Sequence[Sequence[int]], seed: int = 0, test_size: float = 0.3
+) -> Stream:
     """One task per group of classes (labels keep their original values), each with its own split."""
     tasks = []
     for k, group in enumerate(groups):
@@ -192,8 +207,14 @@ def class_incremental(images: np.ndarray, labels: np.ndarray, groups: Sequence[S
     return Stream(tasks, "class", images.shape[1], int(labels.max()) + 1)
 
 
-def digits_domain_stream(domains: Sequence[str] = DIGITS_DOMAINS[:4], seed: int = 0, side: int = 8,
-                         noise_sigma: float = 0.3, test_size: float = 0.3, disjoint: bool = True) -> Stream:
+def digits_domain_stream(
+    domains: Sequence[str] = DIGITS_DOMAINS[:4],
+    seed: int = 0,
+    side: int = 8,
+    noise_sigma: float = 0.3,
+    test_size: float = 0.3,
+    disjoint: bool = True,
+) -> Stream:
     """Digits seen through a sequence of domains (names from :data:`DOMAIN_TRANSFORMS`), by default the card's
     original → rotated 90° → inverted → noise σ = 0.3 with random shifts."""
     unknown = [d for d in domains if d not in DOMAIN_TRANSFORMS]
@@ -204,8 +225,12 @@ def digits_domain_stream(domains: Sequence[str] = DIGITS_DOMAINS[:4], seed: int 
     return domain_incremental(images, labels, fns, seed, test_size, disjoint)
 
 
-def digits_class_stream(groups: Sequence[Sequence[int]] = ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9)), seed: int = 0,
-                        side: int = 8, test_size: float = 0.3) -> Stream:
+def digits_class_stream(
+    groups: Sequence[Sequence[int]] = ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9)),
+    seed: int = 0,
+    side: int = 8,
+    test_size: float = 0.3,
+) -> Stream:
     """Digits split into groups of classes, by default 0–4 then 5–9."""
     images, labels = digits_images(side)
     return class_incremental(images, labels, groups, seed, test_size)

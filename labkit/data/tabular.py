@@ -3,6 +3,7 @@
 All arrays are NumPy (``X`` float32 of shape (n, d), ``y`` int64 in {0, 1}); move them to torch where needed.
 Nothing is downloaded: the simulator is synthetic and breast-cancer / digits ship with scikit-learn.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,14 +60,14 @@ def flip_labels(y: np.ndarray, rate: float, seed: int) -> np.ndarray:
     return out
 
 
-def standardize_split(X: np.ndarray, y: np.ndarray, seed: int, test_size: float = 0.3,
-                      stratify: bool = True) -> Split:
+def standardize_split(X: np.ndarray, y: np.ndarray, seed: int, test_size: float = 0.3, stratify: bool = True) -> Split:
     """Shuffle, split (default 70/30, stratified on ``y``), and standardise x ← (x − μ_train) / σ_train."""
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
-    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_size, random_state=seed,
-                                              stratify=y if stratify else None)
+    X_tr, X_te, y_tr, y_te = train_test_split(
+        X, y, test_size=test_size, random_state=seed, stratify=y if stratify else None
+    )
     scaler = StandardScaler().fit(X_tr)
     cast = lambda a: scaler.transform(a).astype(np.float32)  # noqa: E731
     return Split(cast(X_tr), np.asarray(y_tr), cast(X_te), np.asarray(y_te))

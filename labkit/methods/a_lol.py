@@ -12,6 +12,7 @@ offline set is dominated by mediocre responses. All (arm, seed) models are train
 stacked and one ``torch.func.vmap`` forward serves them all (each model sees its own batches; the summed loss
 separates, so each gets exactly its own gradient and AdamW update).
 """
+
 from __future__ import annotations
 
 import math
@@ -22,46 +23,155 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from labkit import viz
 from labkit.core import ClaimCheck, Outcome, Param, RunContext, method_run
-from labkit.core.preference import dpo_loss
-from labkit.core.rlhf import ValueHead
 from labkit.data import language as lang
 from labkit.models.tiny_lm import TinyLM, prompt_features
+from labkit.substrates.preference import dpo_loss
+from labkit.substrates.rlhf import ValueHead
 
 MAIN_METRIC = "test_reward"
 PARAMS = [
     Param("lr", float, quick=5e-4, low=1e-6, high=1.0, log=True, help="AdamW learning rate of every arm after SFT"),
-    Param("eps", float, quick=0.9, low=0.0, high=1.0,
-          help="clip ε of the importance weight: r clipped to [1−ε, 1+ε] (official default 0.9)"),
-    Param("sampling", str, quick="uniform", choices=("uniform", "priority"),
-          help="A-LoL batches: uniform over all data (A⁺ = 0 rows add nothing) or priority ∝ A⁺ (official good_priority)"),
-    Param("expert_frac", float, quick=0.2, low=0.0, high=1.0,
-          help="share of expert responses in the data (the rest: mediocre, then random_frac random)"),
-    Param("n_steps", int, quick=200, standard=400, full=1500, low=1, high=100_000,
-          help="optimiser steps of each arm after SFT"),
-    Param("variants", bool, quick=False, standard=True, full=True,
-          help="also train A-LoL ref-free / seq / KL, A-LoL with the other sampling, R-GOLD, R-LoL and DPO"),
+    Param(
+        "eps",
+        float,
+        quick=0.9,
+        low=0.0,
+        high=1.0,
+        help="clip ε of the importance weight: r clipped to [1−ε, 1+ε] (official default 0.9)",
+    ),
+    Param(
+        "sampling",
+        str,
+        quick="uniform",
+        choices=("uniform", "priority"),
+        help="A-LoL batches: uniform over all data (A⁺ = 0 rows add nothing) or priority ∝ A⁺ (official good_priority)",
+    ),
+    Param(
+        "expert_frac",
+        float,
+        quick=0.2,
+        low=0.0,
+        high=1.0,
+        help="share of expert responses in the data (the rest: mediocre, then random_frac random)",
+    ),
+    Param(
+        "n_steps",
+        int,
+        quick=200,
+        standard=400,
+        full=1500,
+        low=1,
+        high=100_000,
+        help="optimiser steps of each arm after SFT",
+    ),
+    Param(
+        "variants",
+        bool,
+        quick=False,
+        standard=True,
+        full=True,
+        help="also train A-LoL ref-free / seq / KL, A-LoL with the other sampling, R-GOLD, R-LoL and DPO",
+    ),
     Param("random_frac", float, quick=0.2, low=0.0, high=1.0, main=False, help="share of random responses"),
     Param("kl_beta", float, quick=0.1, low=0.0, high=10.0, main=False, help="β_KL of the A-LoL KL variant"),
-    Param("dpo_beta", float, quick=0.1, low=1e-3, high=10.0, log=True, main=False,
-          help="DPO's β (pairs: expert response vs the mediocre response to the same prompt)"),
-    Param("sft_steps", int, quick=400, standard=600, full=2000, low=1, high=100_000, main=False,
-          help="NLL steps that make π_ref from the whole data set"),
-    Param("sft_lr", float, quick=2e-3, standard=1e-3, low=1e-6, high=1.0, log=True, main=False, help="π_ref's AdamW lr"),
-    Param("value_steps", int, quick=300, low=1, high=100_000, main=False,
-          help="Adam steps of the value head (the step with the lowest held-out MSE is kept)"),
-    Param("grad_clip", float, quick=1.0, low=0.0, high=100.0, main=False,
-          help="per-model gradient-norm clip (0 = off; the official HHA runs use 0.3)"),
-    Param("n_train", int, quick=4000, standard=8000, full=20000, low=64, high=1_000_000, main=False,
-          help="offline training examples"),
-    Param("n_val", int, quick=500, low=20, high=100_000, main=False,
-          help="held-out prompts on which π_ref's greedy outputs train the value head"),
-    Param("n_test", int, quick=500, standard=1000, low=10, high=100_000, main=False, help="test prompts (greedy decoding)"),
-    Param("batch_size", int, quick=32, standard=64, low=2, high=4096, main=False, help="examples per step (DPO: half as many pairs)"),
+    Param(
+        "dpo_beta",
+        float,
+        quick=0.1,
+        low=1e-3,
+        high=10.0,
+        log=True,
+        main=False,
+        help="DPO's β (pairs: expert response vs the mediocre response to the same prompt)",
+    ),
+    Param(
+        "sft_steps",
+        int,
+        quick=400,
+        standard=600,
+        full=2000,
+        low=1,
+        high=100_000,
+        main=False,
+        help="NLL steps that make π_ref from the whole data set",
+    ),
+    Param(
+        "sft_lr", float, quick=2e-3, standard=1e-3, low=1e-6, high=1.0, log=True, main=False, help="π_ref's AdamW lr"
+    ),
+    Param(
+        "value_steps",
+        int,
+        quick=300,
+        low=1,
+        high=100_000,
+        main=False,
+        help="Adam steps of the value head (the step with the lowest held-out MSE is kept)",
+    ),
+    Param(
+        "grad_clip",
+        float,
+        quick=1.0,
+        low=0.0,
+        high=100.0,
+        main=False,
+        help="per-model gradient-norm clip (0 = off; the official HHA runs use 0.3)",
+    ),
+    Param(
+        "n_train",
+        int,
+        quick=4000,
+        standard=8000,
+        full=20000,
+        low=64,
+        high=1_000_000,
+        main=False,
+        help="offline training examples",
+    ),
+    Param(
+        "n_val",
+        int,
+        quick=500,
+        low=20,
+        high=100_000,
+        main=False,
+        help="held-out prompts on which π_ref's greedy outputs train the value head",
+    ),
+    Param(
+        "n_test", int, quick=500, standard=1000, low=10, high=100_000, main=False, help="test prompts (greedy decoding)"
+    ),
+    Param(
+        "batch_size",
+        int,
+        quick=32,
+        standard=64,
+        low=2,
+        high=4096,
+        main=False,
+        help="examples per step (DPO: half as many pairs)",
+    ),
     Param("d_model", int, quick=32, standard=48, full=128, low=8, high=1024, main=False, help="TinyLM width"),
-    Param("eval_every", int, quick=40, standard=50, full=100, low=1, high=100_000, main=False,
-          help="greedy test reward every this many steps"),
-    Param("n_seeds", int, quick=2, standard=3, full=5, low=1, high=100, main=False,
-          help="seeds seed, seed+1, …: each has its own data, π_ref, value head and arms"),
+    Param(
+        "eval_every",
+        int,
+        quick=40,
+        standard=50,
+        full=100,
+        low=1,
+        high=100_000,
+        main=False,
+        help="greedy test reward every this many steps",
+    ),
+    Param(
+        "n_seeds",
+        int,
+        quick=2,
+        standard=3,
+        full=5,
+        low=1,
+        high=100,
+        main=False,
+        help="seeds seed, seed+1, …: each has its own data, π_ref, value head and arms",
+    ),
 ]
 
 VOCAB, PROMPT_LEN, RESPONSE_LEN = 12, 4, 6
@@ -71,6 +181,7 @@ STYLES = ("follows the rule", "copies the prompt", "other")
 
 
 # --- the losses (per example, shape (B,); take the mean yourself). log-probs are SUMS over response tokens ----
+
 
 def positive_advantage(reward, value):
     """A⁺ = max(R − V(x), 0): the advantage filter (negative-advantage data gets weight 0)."""
@@ -126,6 +237,7 @@ def r_lol_loss(logp, ref_logp, reward, eps):
 
 # --- data and analysis helpers -----------------------------------------------------------------------------
 
+
 def data_mix(expert_frac, random_frac):
     """(expert, mediocre, random) shares; mediocre takes the rest."""
     mediocre = 1.0 - expert_frac - random_frac
@@ -151,6 +263,7 @@ def positive_fraction(adv):
 
 
 # --- many TinyLMs at once ----------------------------------------------------------------------------------
+
 
 class Stack:
     """M TinyLMs with stacked parameters ``{name: (M, ...)}``; ``logits(tokens (M, B, T))`` via vmap."""
@@ -179,12 +292,13 @@ class Stack:
     def logits(self, tokens):
         def one(params, tok):
             return functional_call(self.base, params, (tok,))
+
         return vmap(one)(self.params, tokens)
 
     def token_logprobs(self, prompts, responses):
         """log π_m(y_t | x, y_<t) for each model's own batch. ``(M, B, L)``."""
         P, L = prompts.shape[-1], responses.shape[-1]
-        logits = self.logits(torch.cat([prompts, responses], -1))[:, :, P - 1:P - 1 + L]
+        logits = self.logits(torch.cat([prompts, responses], -1))[:, :, P - 1 : P - 1 + L]
         return logits.log_softmax(-1).gather(-1, responses.unsqueeze(-1)).squeeze(-1)
 
     @torch.no_grad()
@@ -193,7 +307,7 @@ class Stack:
         seq = prompts
         for _ in range(length):
             seq = torch.cat([seq, self.logits(seq)[:, :, -1].argmax(-1, keepdim=True)], -1)
-        return seq[..., prompts.shape[-1]:]
+        return seq[..., prompts.shape[-1] :]
 
 
 def clip_per_model(params: dict, max_norm: float) -> None:
@@ -208,6 +322,7 @@ def clip_per_model(params: dict, max_norm: float) -> None:
 
 
 # --- the pieces of the experiment --------------------------------------------------------------------------
+
 
 def make_data(p, seeds):
     """Per seed: train mixture, validation prompts, test prompts (CPU generator seeded by the seed)."""
@@ -277,8 +392,9 @@ def arm_sampling(arm, p):
     """Which rows an arm draws: 'priority' (∝ A⁺) for A-LoL-family arms when asked, 'pairs' for DPO, else uniform."""
     if arm == "DPO":
         return "pairs"
-    if arm == "A-LoL priority" or (arm in ("A-LoL", "A-LoL ref-free", "A-LoL seq", "A-LoL KL")
-                                   and p.sampling == "priority"):
+    if arm == "A-LoL priority" or (
+        arm in ("A-LoL", "A-LoL ref-free", "A-LoL seq", "A-LoL KL") and p.sampling == "priority"
+    ):
         return "priority"
     return "uniform"
 
@@ -301,6 +417,7 @@ def check_models(ctx, losses, step, names):
 
 # --- claim ---------------------------------------------------------------------------------------------------
 
+
 def reward_claim(r_alol, r_wbc, r_nll, pos_frac, margin_wbc=0.15, margin_nll=0.20) -> ClaimCheck:
     """Final greedy test reward, mean over seeds: A-LoL ≥ wBC + ``margin_wbc`` and ≥ NLL + ``margin_nll``;
     the positive-advantage fraction is printed."""
@@ -308,59 +425,110 @@ def reward_claim(r_alol, r_wbc, r_nll, pos_frac, margin_wbc=0.15, margin_nll=0.2
     return ClaimCheck(
         claim=f"greedy test reward: A-LoL ≥ wBC + {margin_wbc:g} and ≥ NLL + {margin_nll:g} (mean over seeds)",
         passed=bool(a >= w + margin_wbc and a >= n + margin_nll),
-        numbers={"reward_alol": a, "reward_wbc": w, "reward_nll": n, "gap_wbc": a - w, "gap_nll": a - n,
-                 "positive_adv_frac": float(np.mean(pos_frac)),
-                 "alol_per_seed": [round(float(v), 3) for v in r_alol],
-                 "wbc_per_seed": [round(float(v), 3) for v in r_wbc],
-                 "nll_per_seed": [round(float(v), 3) for v in r_nll]})
+        numbers={
+            "reward_alol": a,
+            "reward_wbc": w,
+            "reward_nll": n,
+            "gap_wbc": a - w,
+            "gap_nll": a - n,
+            "positive_adv_frac": float(np.mean(pos_frac)),
+            "alol_per_seed": [round(float(v), 3) for v in r_alol],
+            "wbc_per_seed": [round(float(v), 3) for v in r_wbc],
+            "nll_per_seed": [round(float(v), 3) for v in r_nll],
+        },
+    )
 
 
 # --- figures -------------------------------------------------------------------------------------------------
+
 
 def make_figures(result) -> dict:
     """Test reward per step, the advantage histogram by source, greedy output styles, importance ratios."""
     import plotly.graph_objects as go
 
     x = result.extras
-    figs = {"test_reward": viz.curves(result.history, "test_reward", series=x["arms"], xlabel="step after SFT",
-                                      ylabel="mean R of greedy outputs",
-                                      title="Test reward (greedy) per step; step 0 is π_ref")}
+    figs = {
+        "test_reward": viz.curves(
+            result.history,
+            "test_reward",
+            series=x["arms"],
+            xlabel="step after SFT",
+            ylabel="mean R of greedy outputs",
+            title="Test reward (greedy) per step; step 0 is π_ref",
+        )
+    }
     for name, val in (("expert data", x["source_reward"][0]), ("mediocre data", x["source_reward"][1])):
         figs["test_reward"].add_hline(y=val, line_dash="dot", annotation_text=name)
     adv = go.Figure()
     for k, name in enumerate(lang.SOURCE_NAMES):
-        adv.add_trace(go.Histogram(x=x["adv_by_source"][name], name=name, nbinsx=60, opacity=0.75,
-                                   marker_color=viz.PALETTE[k]))
-    adv.add_vrect(x0=min(min(v) for v in x["adv_by_source"].values() if v) - 0.02, x1=0.0,
-                  fillcolor="grey", opacity=0.15, line_width=0, annotation_text="filtered (A ≤ 0)")
+        adv.add_trace(
+            go.Histogram(x=x["adv_by_source"][name], name=name, nbinsx=60, opacity=0.75, marker_color=viz.PALETTE[k])
+        )
+    adv.add_vrect(
+        x0=min(min(v) for v in x["adv_by_source"].values() if v) - 0.02,
+        x1=0.0,
+        fillcolor="grey",
+        opacity=0.15,
+        line_width=0,
+        annotation_text="filtered (A ≤ 0)",
+    )
     adv.add_vline(x=0.0, line_dash="dash")
-    adv.update_layout(barmode="stack", title=f"Advantage A = R − V(x) on the training set, seed {result.seed} "
-                      f"(positive: {x['positive_frac'][0]:.2f})", xaxis_title="A", yaxis_title="examples",
-                      template="plotly_white", height=380)
+    adv.update_layout(
+        barmode="stack",
+        title=f"Advantage A = R − V(x) on the training set, seed {result.seed} (positive: {x['positive_frac'][0]:.2f})",
+        xaxis_title="A",
+        yaxis_title="examples",
+        template="plotly_white",
+        height=380,
+    )
     figs["advantage"] = adv
     style = go.Figure()
     for k, name in enumerate(STYLES):
-        style.add_trace(go.Bar(x=["π_ref"] + x["arms"], y=[x["styles"]["π_ref"][k]] +
-                               [x["styles"][a][k] for a in x["arms"]], name=name, marker_color=viz.PALETTE[k]))
-    style.update_layout(barmode="stack", title="Which data source the greedy test outputs imitate "
-                        "(rule = expert, copy = mediocre), mean over seeds", yaxis_title="share of test prompts",
-                        template="plotly_white", height=380)
+        style.add_trace(
+            go.Bar(
+                x=["π_ref"] + x["arms"],
+                y=[x["styles"]["π_ref"][k]] + [x["styles"][a][k] for a in x["arms"]],
+                name=name,
+                marker_color=viz.PALETTE[k],
+            )
+        )
+    style.update_layout(
+        barmode="stack",
+        title="Which data source the greedy test outputs imitate (rule = expert, copy = mediocre), mean over seeds",
+        yaxis_title="share of test prompts",
+        template="plotly_white",
+        height=380,
+    )
     figs["styles"] = style
     r = x["ratios"]
-    ratio = go.Figure(go.Scatter(x=r["step"], y=r["ratio"], mode="markers", marker={"size": 3, "opacity": 0.5},
-                                 name="r = π_θ/π_ref"))
-    ratio.add_hrect(y0=max(1 - x["eps"], 1e-3), y1=1 + x["eps"], fillcolor="green", opacity=0.1, line_width=0,
-                    annotation_text=f"clip band [1−ε, 1+ε], ε = {x['eps']:g}")
+    ratio = go.Figure(
+        go.Scatter(x=r["step"], y=r["ratio"], mode="markers", marker={"size": 3, "opacity": 0.5}, name="r = π_θ/π_ref")
+    )
+    ratio.add_hrect(
+        y0=max(1 - x["eps"], 1e-3),
+        y1=1 + x["eps"],
+        fillcolor="green",
+        opacity=0.1,
+        line_width=0,
+        annotation_text=f"clip band [1−ε, 1+ε], ε = {x['eps']:g}",
+    )
     ratio.update_yaxes(type="log")
-    ratio.update_layout(title=f"A-LoL's sequence importance ratios on its batches (seed {result.seed}, A⁺ > 0 rows)",
-                        xaxis_title="step", yaxis_title="r (log axis)", template="plotly_white", height=380)
+    ratio.update_layout(
+        title=f"A-LoL's sequence importance ratios on its batches (seed {result.seed}, A⁺ > 0 rows)",
+        xaxis_title="step",
+        yaxis_title="r (log axis)",
+        template="plotly_white",
+        height=380,
+    )
     figs["ratios"] = ratio
-    figs["final"] = viz.bars({a: x["final_reward"][a] for a in x["arms"]}, title="Final greedy test reward per arm",
-                             ylabel="mean R")
+    figs["final"] = viz.bars(
+        {a: x["final_reward"][a] for a in x["arms"]}, title="Final greedy test reward per arm", ylabel="mean R"
+    )
     return figs
 
 
 # --- the experiment ------------------------------------------------------------------------------------------
+
 
 @method_run(PARAMS, figures=make_figures, threads={"quick": 1})
 def run(ctx: RunContext) -> Outcome:
@@ -425,8 +593,10 @@ def run(ctx: RunContext) -> Outcome:
     names = [f"{a} (seed {seeds[s]})" for a in arms for s in range(S)]
     policies = refs.select(model_seed)
     opt = torch.optim.AdamW(policies.params.values(), lr=p.lr, weight_decay=0.0)
-    prio = [torch.where(ap.sum() > 0, ap / ap.sum().clamp_min(1e-12), torch.full_like(ap, 1.0 / len(ap))).cpu()
-            for ap in adv_plus]
+    prio = [
+        torch.where(ap.sum() > 0, ap / ap.sum().clamp_min(1e-12), torch.full_like(ap, 1.0 / len(ap))).cpu()
+        for ap in adv_plus
+    ]
     sampling = [arm_sampling(a, p) for a in arms]
     alol_m = arms.index("A-LoL") * S  # seed 0's A-LoL model, for the ratio plot
     ratio_log = {"step": [], "ratio": []}
@@ -488,29 +658,50 @@ def run(ctx: RunContext) -> Outcome:
     # 5. numbers
     final = {a: [float(rewards[i * S + s]) for s in range(S)] for i, a in enumerate(arms)}
     out = test.unsqueeze(0).expand(len(arms), -1, -1, -1).reshape(M, *test.shape[1:])
-    styles = {"π_ref": [float(np.mean([(response_style(test[s], ref_test[s]) == k).float().mean() for s in range(S)]))
-                        for k in range(3)]}
+    styles = {
+        "π_ref": [
+            float(np.mean([(response_style(test[s], ref_test[s]) == k).float().mean() for s in range(S)]))
+            for k in range(3)
+        ]
+    }
     for i, a in enumerate(arms):
         st = [response_style(out[i * S + s], ys[i * S + s]) for s in range(S)]
         styles[a] = [float(np.mean([(v == k).float().mean() for v in st])) for k in range(3)]
     src = train[0].source.cpu()
     adv0 = adv[0].cpu()
     ref_reward = [float(lang.rule_reward(test[s], ref_test[s], VOCAB).mean()) for s in range(S)]
-    metrics = {"test_reward": float(np.mean(final["A-LoL"])), "test_reward_ref": float(np.mean(ref_reward)),
-               "positive_adv_frac": float(np.mean(pos_frac)), "value_mse": float(np.mean(value_mse)),
-               "ref_val_reward": float(np.mean(ref_val_reward))}
+    metrics = {
+        "test_reward": float(np.mean(final["A-LoL"])),
+        "test_reward_ref": float(np.mean(ref_reward)),
+        "positive_adv_frac": float(np.mean(pos_frac)),
+        "value_mse": float(np.mean(value_mse)),
+        "ref_val_reward": float(np.mean(ref_val_reward)),
+    }
     for a in arms:
         metrics[f"test_reward_{a.lower().replace(' ', '_').replace('-', '_')}"] = float(np.mean(final[a]))
     extras = {
-        "arms": arms, "seeds": seeds, "eps": p.eps, "final_reward": final, "ref_reward": ref_reward,
-        "positive_frac": pos_frac, "value_mse": value_mse, "styles": styles, "ratios": ratio_log,
-        "source_reward": [float(train[0].reward[train[0].source == k].mean()) if (train[0].source == k).any()
-                          else float("nan") for k in range(3)],
+        "arms": arms,
+        "seeds": seeds,
+        "eps": p.eps,
+        "final_reward": final,
+        "ref_reward": ref_reward,
+        "positive_frac": pos_frac,
+        "value_mse": value_mse,
+        "styles": styles,
+        "ratios": ratio_log,
+        "source_reward": [
+            float(train[0].reward[train[0].source == k].mean()) if (train[0].source == k).any() else float("nan")
+            for k in range(3)
+        ],
         "adv_by_source": {n: [round(float(v), 3) for v in adv0[src == k]] for k, n in enumerate(lang.SOURCE_NAMES)},
-        "adv_mass_by_source": {n: float(adv0.clamp_min(0)[src == k].sum() / adv0.clamp_min(0).sum().clamp_min(1e-12))
-                               for k, n in enumerate(lang.SOURCE_NAMES)},
-        "positive_by_source": {n: float((adv0[src == k] > 0).float().mean()) if (src == k).any() else float("nan")
-                               for k, n in enumerate(lang.SOURCE_NAMES)},
+        "adv_mass_by_source": {
+            n: float(adv0.clamp_min(0)[src == k].sum() / adv0.clamp_min(0).sum().clamp_min(1e-12))
+            for k, n in enumerate(lang.SOURCE_NAMES)
+        },
+        "positive_by_source": {
+            n: float((adv0[src == k] > 0).float().mean()) if (src == k).any() else float("nan")
+            for k, n in enumerate(lang.SOURCE_NAMES)
+        },
     }
     claims = [reward_claim(final["A-LoL"], final["wBC"], final["NLL"], pos_frac)]
     return Outcome(metrics=metrics, claims=claims, extras=extras)

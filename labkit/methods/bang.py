@@ -14,6 +14,7 @@ ensemble (OSE) averages probabilities instead: (1 − α) softmax f_{θ_0} + α 
 The toy: MultiColorDigits (:mod:`labkit.data.colored_digits`), where pre-training data tie group-A colour
 patches to the label and fine-tuning data tie group-B patches, and the OOD test breaks both.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,43 +34,136 @@ N_BINS = 15
 
 MAIN_METRIC = "ood_acc"
 PARAMS = [
-    Param("alpha", float, quick=0.5, low=0.0, high=1.0,
-          help="mixing weight α of θ_ft (or θ_ft^B) for the reported numbers and the claim checks"),
+    Param(
+        "alpha",
+        float,
+        quick=0.5,
+        low=0.0,
+        high=1.0,
+        help="mixing weight α of θ_ft (or θ_ft^B) for the reported numbers and the claim checks",
+    ),
     Param("label_smoothing", float, quick=0.1, low=0.0, high=0.9, help="BANG's label smoothing ε"),
-    Param("mixup_a", float, quick=0.4, low=0.0, high=10.0,
-          help="BANG's MixUp λ ~ Beta(a, a); 0 turns MixUp off"),
-    Param("pre_a", float, quick=0.8, low=0.0, high=1.0,
-          help="pre-training data: P(group-A patch shows its label colour)"),
-    Param("ft_b", float, quick=0.9, low=0.0, high=1.0,
-          help="fine-tuning (ID) data: P(group-B patch shows its label colour)"),
+    Param("mixup_a", float, quick=0.4, low=0.0, high=10.0, help="BANG's MixUp λ ~ Beta(a, a); 0 turns MixUp off"),
+    Param(
+        "pre_a", float, quick=0.8, low=0.0, high=1.0, help="pre-training data: P(group-A patch shows its label colour)"
+    ),
+    Param(
+        "ft_b",
+        float,
+        quick=0.9,
+        low=0.0,
+        high=1.0,
+        help="fine-tuning (ID) data: P(group-B patch shows its label colour)",
+    ),
     Param("ood_a", float, quick=0.4, low=0.0, high=1.0, help="OOD test: P(group-A patch shows its label colour)"),
     Param("ood_b", float, quick=0.3, low=0.0, high=1.0, help="OOD test: P(group-B patch shows its label colour)"),
-    Param("ood_b_wrong", float, quick=0.3, low=0.0, high=1.0,
-          help="OOD test: P(group-B patch shows a consistently wrong colour); raise it to hurt θ_ft OOD"),
-    Param("pre_b", float, quick=0.1, low=0.0, high=1.0, main=False,
-          help="pre-training data: P(group-B patch shows its label colour)"),
-    Param("ft_a", float, quick=0.1, low=0.0, high=1.0, main=False,
-          help="fine-tuning (ID) data: P(group-A patch shows its label colour)"),
-    Param("noise", float, quick=0.8, low=0.0, high=5.0, main=False,
-          help="σ of the Gaussian noise on the 4×4 pooled digit (the weak invariant feature)"),
-    Param("n_patches", int, quick=12, standard=24, full=24, low=2, high=24, main=False,
-          help="colour patches (even; first half group A, second half group B)"),
+    Param(
+        "ood_b_wrong",
+        float,
+        quick=0.3,
+        low=0.0,
+        high=1.0,
+        help="OOD test: P(group-B patch shows a consistently wrong colour); raise it to hurt θ_ft OOD",
+    ),
+    Param(
+        "pre_b",
+        float,
+        quick=0.1,
+        low=0.0,
+        high=1.0,
+        main=False,
+        help="pre-training data: P(group-B patch shows its label colour)",
+    ),
+    Param(
+        "ft_a",
+        float,
+        quick=0.1,
+        low=0.0,
+        high=1.0,
+        main=False,
+        help="fine-tuning (ID) data: P(group-A patch shows its label colour)",
+    ),
+    Param(
+        "noise",
+        float,
+        quick=0.8,
+        low=0.0,
+        high=5.0,
+        main=False,
+        help="σ of the Gaussian noise on the 4×4 pooled digit (the weak invariant feature)",
+    ),
+    Param(
+        "n_patches",
+        int,
+        quick=12,
+        standard=24,
+        full=24,
+        low=2,
+        high=24,
+        main=False,
+        help="colour patches (even; first half group A, second half group B)",
+    ),
     Param("pre_epochs", int, quick=15, full=30, low=1, high=1000, main=False, help="pre-training epochs for θ_0"),
-    Param("ft_epochs", int, quick=100, full=200, low=1, high=5000, main=False,
-          help="fine-tuning epochs (every fine-tuned arm, so MixUp is compared at equal epochs)"),
+    Param(
+        "ft_epochs",
+        int,
+        quick=100,
+        full=200,
+        low=1,
+        high=5000,
+        main=False,
+        help="fine-tuning epochs (every fine-tuned arm, so MixUp is compared at equal epochs)",
+    ),
     Param("lr", float, quick=1e-3, low=1e-5, high=1.0, log=True, main=False, help="AdamW learning rate"),
-    Param("pre_weight_decay", float, quick=1e-3, low=0.0, high=1.0, main=False,
-          help="AdamW weight decay while pre-training (fine-tuning uses none)"),
+    Param(
+        "pre_weight_decay",
+        float,
+        quick=1e-3,
+        low=0.0,
+        high=1.0,
+        main=False,
+        help="AdamW weight decay while pre-training (fine-tuning uses none)",
+    ),
     Param("batch_size", int, quick=64, low=2, high=600, main=False, help="batch size"),
     Param("hidden", int, quick=64, low=2, high=4096, main=False, help="MLP hidden width"),
-    Param("model", str, quick="mlp", full="cnn", choices=("mlp", "cnn"), main=False,
-          help="MLP on vectors (16 + 10·patches), or a small CNN on the same features rendered as 3×28×28 images"),
-    Param("ablation", bool, quick=False, standard=True, full=True, main=False,
-          help="also fine-tune with label smoothing only and MixUp only"),
-    Param("ft_scale", float, quick=1.0, low=0.01, high=1.0, main=False,
-          help="exploration (post-hoc variant, inferred): also average θ_0 with θ_ft whose head is ×s; 1 = off"),
-    Param("n_seeds", int, quick=3, standard=10, full=5, low=1, high=50, main=False,
-          help="seeds ctx.seed + k: each draws its own split, colour maps, noise, init and batches"),
+    Param(
+        "model",
+        str,
+        quick="mlp",
+        full="cnn",
+        choices=("mlp", "cnn"),
+        main=False,
+        help="MLP on vectors (16 + 10·patches), or a small CNN on the same features rendered as 3×28×28 images",
+    ),
+    Param(
+        "ablation",
+        bool,
+        quick=False,
+        standard=True,
+        full=True,
+        main=False,
+        help="also fine-tune with label smoothing only and MixUp only",
+    ),
+    Param(
+        "ft_scale",
+        float,
+        quick=1.0,
+        low=0.01,
+        high=1.0,
+        main=False,
+        help="exploration (post-hoc variant, inferred): also average θ_0 with θ_ft whose head is ×s; 1 = off",
+    ),
+    Param(
+        "n_seeds",
+        int,
+        quick=3,
+        standard=10,
+        full=5,
+        low=1,
+        high=50,
+        main=False,
+        help="seeds ctx.seed + k: each draws its own split, colour maps, noise, init and batches",
+    ),
 ]
 
 
@@ -81,8 +175,10 @@ def interpolate_weights(theta_0: dict, theta_1: dict, alpha: float) -> dict:
     the head; float buffers too). Non-float buffers (e.g. a BatchNorm step counter) are taken from θ_1."""
     if set(theta_0) != set(theta_1):
         raise ValueError(f"the state dicts differ: {sorted(set(theta_0) ^ set(theta_1))}")
-    return {k: (1 - alpha) * theta_0[k] + alpha * theta_1[k] if theta_0[k].is_floating_point() else theta_1[k]
-            for k in theta_0}
+    return {
+        k: (1 - alpha) * theta_0[k] + alpha * theta_1[k] if theta_0[k].is_floating_point() else theta_1[k]
+        for k in theta_0
+    }
 
 
 def output_ensemble(logits_0: torch.Tensor, logits_1: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -110,8 +206,15 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return -(targets * torch.log_softmax(logits, -1)).sum(-1).mean()
 
 
-def bang_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, mixup_a: float,
-              rng: np.random.Generator, gen: torch.Generator) -> torch.Tensor:
+def bang_loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    mixup_a: float,
+    rng: np.random.Generator,
+    gen: torch.Generator,
+) -> torch.Tensor:
     """One BANG fine-tuning loss: λ ~ Beta(a, a) (``rng``) and partners perm (``gen``) → mix the batch →
     smooth the mixed targets (ε) → soft CE. ``eps = 0, mixup_a = 0`` is plain cross-entropy."""
     targets = smooth_targets(y, N_CLASSES, eps)
@@ -173,17 +276,23 @@ def colour_rules(p) -> dict[str, cd.ColourRule]:
         raise ValueError(f"ood_b + ood_b_wrong = {p.ood_b + p.ood_b_wrong:g} must be ≤ 1")
     n = p.n_patches
     ft = cd.group_rule(n, p.ft_a, p.ft_b)
-    return {"pretrain": cd.group_rule(n, p.pre_a, p.pre_b), "finetune": ft,
-            "ood": cd.group_rule(n, p.ood_a, p.ood_b, 0.0, p.ood_b_wrong), "id_test": ft}
+    return {
+        "pretrain": cd.group_rule(n, p.pre_a, p.pre_b),
+        "finetune": ft,
+        "ood": cd.group_rule(n, p.ood_a, p.ood_b, 0.0, p.ood_b_wrong),
+        "id_test": ft,
+    }
 
 
 def make_data(p, seed: int, device) -> Data:
     """600 pre-training, 600 fine-tuning and the remaining 597 images as OOD test (and, recoloured, ID test)."""
-    raw = cd.multicolor_digits(seed, colour_rules(p), {"pretrain": 600, "finetune": 600, "ood": -1},
-                               noise=p.noise, reuse={"id_test": "ood"})
+    raw = cd.multicolor_digits(
+        seed, colour_rules(p), {"pretrain": 600, "finetune": 600, "ood": -1}, noise=p.noise, reuse={"id_test": "ood"}
+    )
     features = cd.render if p.model == "cnn" else cd.encode
-    tensors = {k: (torch.as_tensor(features(s), device=device), torch.as_tensor(s.y, device=device))
-               for k, s in raw.items()}
+    tensors = {
+        k: (torch.as_tensor(features(s), device=device), torch.as_tensor(s.y, device=device)) for k, s in raw.items()
+    }
     return Data(tensors, raw)
 
 
@@ -192,9 +301,18 @@ class SmallCNN(nn.Sequential):
     → linear C. No BatchNorm, so weight averaging needs no statistics."""
 
     def __init__(self, n_classes: int = N_CLASSES):
-        super().__init__(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(32 * 7 * 7, 64), nn.ReLU(), nn.Linear(64, n_classes))
+        super().__init__(
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * 7 * 7, 64),
+            nn.ReLU(),
+            nn.Linear(64, n_classes),
+        )
 
 
 def build_model(p) -> nn.Module:
@@ -219,12 +337,17 @@ class Recipe:
 
 def recipes(p) -> list[Recipe]:
     """Standard fine-tuning and BANG (LS + MixUp); with ``ablation`` also LS only and MixUp only."""
-    out = [Recipe("ft", "fine-tune θ_ft"),
-           Recipe("ftB", f"BANG fine-tune θ_ft^B (ε={p.label_smoothing:g}, a={p.mixup_a:g})",
-                  p.label_smoothing, p.mixup_a)]
+    out = [
+        Recipe("ft", "fine-tune θ_ft"),
+        Recipe(
+            "ftB", f"BANG fine-tune θ_ft^B (ε={p.label_smoothing:g}, a={p.mixup_a:g})", p.label_smoothing, p.mixup_a
+        ),
+    ]
     if p.ablation:
-        out += [Recipe("ls", f"LS only (ε={p.label_smoothing:g})", p.label_smoothing, 0.0),
-                Recipe("mixup", f"MixUp only (a={p.mixup_a:g})", 0.0, p.mixup_a)]
+        out += [
+            Recipe("ls", f"LS only (ε={p.label_smoothing:g})", p.label_smoothing, 0.0),
+            Recipe("mixup", f"MixUp only (a={p.mixup_a:g})", 0.0, p.mixup_a),
+        ]
     return out
 
 
@@ -247,15 +370,31 @@ def eval_metrics(model: nn.Module, data: Data) -> dict[str, float]:
     return out
 
 
-def fit(ctx: RunContext, model: nn.Module, data: Data, split: str, *, epochs: int, weight_decay: float,
-        recipe: Recipe, seed: int, stream: int, step0: int, series: str, bar) -> nn.Module:
+def fit(
+    ctx: RunContext,
+    model: nn.Module,
+    data: Data,
+    split: str,
+    *,
+    epochs: int,
+    weight_decay: float,
+    recipe: Recipe,
+    seed: int,
+    stream: int,
+    step0: int,
+    series: str,
+    bar,
+) -> nn.Module:
     """AdamW on ``split`` for ``epochs`` epochs with the recipe's loss; logs ``eval_metrics`` at step0 + epoch
     under ``seed``. Batch order and MixUp draws depend only on ``stream``, so recipes given the same stream see
     the same batches."""
     X, y = data.tensors[split]
     opt = torch.optim.AdamW(model.parameters(), lr=ctx.p.lr, weight_decay=weight_decay)
-    order, mix_gen, rng = (torch.Generator().manual_seed(stream), torch.Generator().manual_seed(stream + 1),
-                           np.random.default_rng(stream + 2))
+    order, mix_gen, rng = (
+        torch.Generator().manual_seed(stream),
+        torch.Generator().manual_seed(stream + 1),
+        np.random.default_rng(stream + 2),
+    )
     step = 0
     for epoch in range(1, epochs + 1):
         model.train()
@@ -277,13 +416,37 @@ def train_seed(ctx: RunContext, data: Data, seed: int, bar) -> dict[str, dict]:
     p = ctx.p
     torch.manual_seed(seed)
     model = build_model(p).to(ctx.device)
-    fit(ctx, model, data, "pretrain", epochs=p.pre_epochs, weight_decay=p.pre_weight_decay,
-        recipe=Recipe("pre", "pre-train"), seed=seed, stream=seed, step0=0, series="pre-train θ_0", bar=bar)
+    fit(
+        ctx,
+        model,
+        data,
+        "pretrain",
+        epochs=p.pre_epochs,
+        weight_decay=p.pre_weight_decay,
+        recipe=Recipe("pre", "pre-train"),
+        seed=seed,
+        stream=seed,
+        step0=0,
+        series="pre-train θ_0",
+        bar=bar,
+    )
     states = {"pre": {k: v.detach().clone() for k, v in model.state_dict().items()}}
     for r in recipes(p):
         model.load_state_dict(states["pre"])  # every fine-tuned copy starts from θ_0 (same basin)
-        fit(ctx, model, data, "finetune", epochs=p.ft_epochs, weight_decay=0.0, recipe=r, seed=seed,
-            stream=seed + 1000, step0=p.pre_epochs, series=r.label, bar=bar)
+        fit(
+            ctx,
+            model,
+            data,
+            "finetune",
+            epochs=p.ft_epochs,
+            weight_decay=0.0,
+            recipe=r,
+            seed=seed,
+            stream=seed + 1000,
+            step0=p.pre_epochs,
+            series=r.label,
+            bar=bar,
+        )
         states[r.key] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return states
 
@@ -295,8 +458,11 @@ def alpha_grid(alpha: float) -> list[float]:
 
 def path_row(probs: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """Accuracy, mean confidence and ECE of probabilities ``probs`` on labels ``y``."""
-    return {"acc": float((probs.argmax(-1) == y).float().mean()), "conf": mean_confidence(probs),
-            "ece": expected_calibration_error(probs, y)}
+    return {
+        "acc": float((probs.argmax(-1) == y).float().mean()),
+        "conf": mean_confidence(probs),
+        "ece": expected_calibration_error(probs, y),
+    }
 
 
 def weight_paths(p, states: dict) -> dict[str, str]:
@@ -350,8 +516,15 @@ def agreement(correct_0: torch.Tensor, correct_ft: torch.Tensor, correct_avg: to
     for a in (True, False):
         for b in (True, False):
             cell = (correct_0 == a) & (correct_ft == b)
-            rows.append({"seed": seed, "θ_0": "right" if a else "wrong", "θ_ft": "right" if b else "wrong",
-                         "n": int(cell.sum()), "θ_α right": int((cell & correct_avg).sum())})
+            rows.append(
+                {
+                    "seed": seed,
+                    "θ_0": "right" if a else "wrong",
+                    "θ_ft": "right" if b else "wrong",
+                    "n": int(cell.sum()),
+                    "θ_α right": int((cell & correct_avg).sum()),
+                }
+            )
     return rows
 
 
@@ -378,9 +551,15 @@ def claim_wise(acc: dict, fft: list, alpha: float, seeds) -> ClaimCheck:
     return ClaimCheck(
         claim=f"WiSE-FT(α={alpha:g}) OOD accuracy ≥ max(θ_0, θ_ft) + 1.5 points (mean over seeds)",
         passed=bool(gain >= 1.5 - 1e-9),
-        numbers={"ood θ_0": round(m["pre"], 4), "ood θ_ft": round(m["ft"], 4), "ood WiSE-FT": round(m["wise"], 4),
-                 "gain (pts)": round(gain, 2), "FalseFalseTrue rate": round(mean(fft), 4)},
-        detail="WiSE-FT per seed — " + per_seed(acc["wise"], seeds))
+        numbers={
+            "ood θ_0": round(m["pre"], 4),
+            "ood θ_ft": round(m["ft"], 4),
+            "ood WiSE-FT": round(m["wise"], 4),
+            "gain (pts)": round(gain, 2),
+            "FalseFalseTrue rate": round(mean(fft), 4),
+        },
+        detail="WiSE-FT per seed — " + per_seed(acc["wise"], seeds),
+    )
 
 
 def claim_confidence(conf: dict, seeds) -> ClaimCheck:
@@ -391,9 +570,15 @@ def claim_confidence(conf: dict, seeds) -> ClaimCheck:
     return ClaimCheck(
         claim="over-confidence: OOD mean max-prob of θ_ft ≥ θ_0 + 0.15, and of θ_ft^B ≤ θ_ft − 0.2",
         passed=bool(over >= 0.15 - 1e-9 and tempered >= 0.2 - 1e-9),
-        numbers={"conf θ_0": round(m["pre"], 4), "conf θ_ft": round(m["ft"], 4), "conf θ_ft^B": round(m["ftB"], 4),
-                 "θ_ft − θ_0": round(over, 4), "θ_ft − θ_ft^B": round(tempered, 4)},
-        detail="θ_ft per seed — " + per_seed(conf["ft"], seeds))
+        numbers={
+            "conf θ_0": round(m["pre"], 4),
+            "conf θ_ft": round(m["ft"], 4),
+            "conf θ_ft^B": round(m["ftB"], 4),
+            "θ_ft − θ_0": round(over, 4),
+            "θ_ft − θ_ft^B": round(tempered, 4),
+        },
+        detail="θ_ft per seed — " + per_seed(conf["ft"], seeds),
+    )
 
 
 def claim_bang(acc: dict, alpha: float, seeds) -> ClaimCheck:
@@ -402,28 +587,37 @@ def claim_bang(acc: dict, alpha: float, seeds) -> ClaimCheck:
     return ClaimCheck(
         claim=f"BANG(α={alpha:g}) OOD accuracy ≥ WiSE-FT(α={alpha:g}) − 1.0 point (non-inferiority)",
         passed=bool(gap >= -1.0 - 1e-9),
-        numbers={"ood BANG": round(mean(acc["bang"]), 4), "ood WiSE-FT": round(mean(acc["wise"]), 4),
-                 "BANG − WiSE (pts)": round(gap, 2)},
-        detail="BANG per seed — " + per_seed(acc["bang"], seeds))
+        numbers={
+            "ood BANG": round(mean(acc["bang"]), 4),
+            "ood WiSE-FT": round(mean(acc["wise"]), 4),
+            "BANG − WiSE (pts)": round(gap, 2),
+        },
+        detail="BANG per seed — " + per_seed(acc["bang"], seeds),
+    )
 
 
 def claim_paper_gain(acc: dict, alpha: float, seeds) -> ClaimCheck:
     """Reported, not asserted: the paper's BANG > WiSE-FT OOD gain."""
     gaps = [100 * (b - w) for b, w in zip(acc["bang"], acc["wise"])]
-    return ClaimCheck(claim=f"paper: BANG(α={alpha:g}) beats WiSE-FT(α={alpha:g}) OOD",
-                      passed=bool(mean(gaps) > 0), numbers={"BANG − WiSE (pts)": round(mean(gaps), 2),
-                                                             "seeds where BANG wins": sum(g > 0 for g in gaps)},
-                      detail="per seed (pts) — " + per_seed(gaps, seeds), asserted=False)
+    return ClaimCheck(
+        claim=f"paper: BANG(α={alpha:g}) beats WiSE-FT(α={alpha:g}) OOD",
+        passed=bool(mean(gaps) > 0),
+        numbers={"BANG − WiSE (pts)": round(mean(gaps), 2), "seeds where BANG wins": sum(g > 0 for g in gaps)},
+        detail="per seed (pts) — " + per_seed(gaps, seeds),
+        asserted=False,
+    )
 
 
 def claim_ece(ece: dict, seeds) -> ClaimCheck:
     """Reported, not asserted: BANG fine-tuning lowers the OOD ECE of θ_ft."""
     m = {k: mean(v) for k, v in ece.items()}
-    return ClaimCheck(claim="OOD ECE of θ_ft^B below that of θ_ft",
-                      passed=bool(m["ftB"] < m["ft"]),
-                      numbers={"ECE θ_0": round(m["pre"], 4), "ECE θ_ft": round(m["ft"], 4),
-                               "ECE θ_ft^B": round(m["ftB"], 4)},
-                      detail=f"{N_BINS} equal-width bins; mean over seeds {list(seeds)}", asserted=False)
+    return ClaimCheck(
+        claim="OOD ECE of θ_ft^B below that of θ_ft",
+        passed=bool(m["ftB"] < m["ft"]),
+        numbers={"ECE θ_0": round(m["pre"], 4), "ECE θ_ft": round(m["ft"], 4), "ECE θ_ft^B": round(m["ftB"], 4)},
+        detail=f"{N_BINS} equal-width bins; mean over seeds {list(seeds)}",
+        asserted=False,
+    )
 
 
 # --------------------------------------------------------------------------- figures
@@ -432,7 +626,8 @@ def claim_ece(ece: dict, seeds) -> ClaimCheck:
 def path_figure(path, metric: str, title: str, ylabel: str):
     """``metric`` against α per arm (mean ± std over seeds) from the path table."""
     frame = path.rename(columns={"alpha": "step", "arm": "series"}).melt(
-        id_vars=["seed", "step", "series"], value_vars=[metric], var_name="metric", value_name="value")
+        id_vars=["seed", "step", "series"], value_vars=[metric], var_name="metric", value_name="value"
+    )
     return viz.curves(frame, metric, title=title, xlabel="α (0 = θ_0, 1 = fine-tuned)", ylabel=ylabel)
 
 
@@ -451,11 +646,22 @@ def calibration_figures(pooled: dict) -> dict:
     for name, (conf, correct) in pooled.items():
         acc[name], count = reliability(conf, correct)
         hist[name] = count / count.sum()
-    diagram = viz.lines(centres, {**acc, "perfect calibration": centres}, mode="lines+markers",
-                        title="Reliability on OOD (pooled over seeds)", xlabel="confidence (bin centre)",
-                        ylabel="accuracy in the bin")
-    histogram = viz.lines(centres, hist, mode="lines+markers", title="OOD confidence histogram (pooled over seeds)",
-                          xlabel="max-probability (bin centre)", ylabel="share of samples")
+    diagram = viz.lines(
+        centres,
+        {**acc, "perfect calibration": centres},
+        mode="lines+markers",
+        title="Reliability on OOD (pooled over seeds)",
+        xlabel="confidence (bin centre)",
+        ylabel="accuracy in the bin",
+    )
+    histogram = viz.lines(
+        centres,
+        hist,
+        mode="lines+markers",
+        title="OOD confidence histogram (pooled over seeds)",
+        xlabel="max-probability (bin centre)",
+        ylabel="share of samples",
+    )
     return {"reliability": diagram, "confidence_hist": histogram}
 
 
@@ -464,29 +670,50 @@ def make_figures(result) -> dict:
     the first-layer weight mass."""
     h, ex = result.history, result.extras
     path = ex["path"]
-    figs = {"training": viz.curves(h, "ood_acc", xlabel="epoch (fine-tuning starts after pre-training)",
-                                   ylabel="OOD accuracy", title="OOD accuracy while training (mean ± std over seeds)"),
-            "training_id": viz.curves(h, "id_acc", xlabel="epoch", ylabel="ID accuracy",
-                                      title="ID test accuracy while training"),
-            "ood_path": path_figure(path, "ood_acc", "OOD accuracy along the path θ_0 → fine-tuned", "OOD accuracy"),
-            "id_path": path_figure(path, "id_acc", "ID accuracy along the path θ_0 → fine-tuned", "ID accuracy"),
-            "confidence_path": path_figure(path, "ood_conf", "OOD mean max-probability along the path", "confidence"),
-            "ece_path": path_figure(path, "ood_ece", "OOD ECE along the path", "ECE")}
+    figs = {
+        "training": viz.curves(
+            h,
+            "ood_acc",
+            xlabel="epoch (fine-tuning starts after pre-training)",
+            ylabel="OOD accuracy",
+            title="OOD accuracy while training (mean ± std over seeds)",
+        ),
+        "training_id": viz.curves(
+            h, "id_acc", xlabel="epoch", ylabel="ID accuracy", title="ID test accuracy while training"
+        ),
+        "ood_path": path_figure(path, "ood_acc", "OOD accuracy along the path θ_0 → fine-tuned", "OOD accuracy"),
+        "id_path": path_figure(path, "id_acc", "ID accuracy along the path θ_0 → fine-tuned", "ID accuracy"),
+        "confidence_path": path_figure(path, "ood_conf", "OOD mean max-probability along the path", "confidence"),
+        "ece_path": path_figure(path, "ood_ece", "OOD ECE along the path", "ECE"),
+    }
     figs.update(calibration_figures(ex["pooled_confidence"]))
     table = ex["agreement"]
-    cells = {f"θ_0 {a}, θ_ft {b}": (g["n"] / ex["n_ood"]).tolist()
-             for (a, b), g in table.groupby(["θ_0", "θ_ft"], sort=False)}
+    cells = {
+        f"θ_0 {a}, θ_ft {b}": (g["n"] / ex["n_ood"]).tolist()
+        for (a, b), g in table.groupby(["θ_0", "θ_ft"], sort=False)
+    }
     wrong = table[(table["θ_0"] == "wrong") & (table["θ_ft"] == "wrong")]
     cells["…of which θ_α right (FalseFalseTrue)"] = (wrong["θ_α right"] / ex["n_ood"]).tolist()
-    figs["agreement"] = viz.bars(cells, ylabel="share of OOD samples",
-                                 title=f"θ_0 vs θ_ft on OOD, and what WiSE-FT(α={result.params['alpha']:g}) fixes")
-    figs["fft_per_class"] = viz.bars({str(k): v for k, v in enumerate(np.array(ex["fft_per_class"]).T.tolist())},
-                                     ylabel="FalseFalseTrue rate", title="FalseFalseTrue rate per class (dots: seeds)")
+    figs["agreement"] = viz.bars(
+        cells,
+        ylabel="share of OOD samples",
+        title=f"θ_0 vs θ_ft on OOD, and what WiSE-FT(α={result.params['alpha']:g}) fixes",
+    )
+    figs["fft_per_class"] = viz.bars(
+        {str(k): v for k, v in enumerate(np.array(ex["fft_per_class"]).T.tolist())},
+        ylabel="FalseFalseTrue rate",
+        title="FalseFalseTrue rate per class (dots: seeds)",
+    )
     if ex.get("weight_mass") is not None:
         wm = ex["weight_mass"].groupby("model", sort=False)[["invariant", "group A", "group B"]].mean()
-        figs["weight_mass"] = viz.lines(["invariant", "group A", "group B"], {m: r.tolist() for m, r in wm.iterrows()},
-                                        mode="lines+markers", xlabel="input group", ylabel="share of Σ W²",
-                                        title="First-layer weight mass on each input group (mean over seeds)")
+        figs["weight_mass"] = viz.lines(
+            ["invariant", "group A", "group B"],
+            {m: r.tolist() for m, r in wm.iterrows()},
+            mode="lines+markers",
+            xlabel="input group",
+            ylabel="share of Σ W²",
+            title="First-layer weight mass on each input group (mean over seeds)",
+        )
     return figs
 
 
@@ -507,16 +734,23 @@ def analyse_seed(p, model: nn.Module, states: dict, data: Data, seed: int) -> di
     right = {k: v.argmax(-1) == y for k, v in {**ends, **at_alpha}.items()}
     c0, c1, avg = right["pre"], right["ft"], right["WiSE-FT"]
     return {
-        "path": rows, "chosen": choose_alpha(pd.DataFrame(rows), seed),
-        "acc": {**{k: float(right[k].float().mean()) for k in ENDPOINTS},
-                **{k: float(right[arm].float().mean()) for k, arm in AVERAGES.items()}},
+        "path": rows,
+        "chosen": choose_alpha(pd.DataFrame(rows), seed),
+        "acc": {
+            **{k: float(right[k].float().mean()) for k in ENDPOINTS},
+            **{k: float(right[arm].float().mean()) for k, arm in AVERAGES.items()},
+        },
         "conf": {k: mean_confidence(ends[k]) for k in ENDPOINTS},
         "ece": {k: expected_calibration_error(ends[k], y) for k in ENDPOINTS},
-        "pooled": {name: (ends[k].max(-1).values.cpu().numpy(), right[k].cpu().numpy())
-                   for k, name in ENDPOINTS.items()},
-        "fft": false_false_true(c0, c1, avg), "fft_class": per_class_fft(c0, c1, avg, y),
-        "agreement": agreement(c0, c1, avg, seed), "mass": mass_rows(p, states, seed) if p.model == "mlp" else [],
-        "n_ood": int(len(y))}
+        "pooled": {
+            name: (ends[k].max(-1).values.cpu().numpy(), right[k].cpu().numpy()) for k, name in ENDPOINTS.items()
+        },
+        "fft": false_false_true(c0, c1, avg),
+        "fft_class": per_class_fft(c0, c1, avg, y),
+        "agreement": agreement(c0, c1, avg, seed),
+        "mass": mass_rows(p, states, seed) if p.model == "mlp" else [],
+        "n_ood": int(len(y)),
+    }
 
 
 def collect(per_seed: list[dict], key: str) -> dict[str, list[float]]:
@@ -527,13 +761,17 @@ def collect(per_seed: list[dict], key: str) -> dict[str, list[float]]:
 def summary_metrics(acc, conf, ece, fft, path, chosen, alpha: float) -> dict[str, float]:
     """Final metrics: OOD accuracy / confidence / ECE (means over seeds), FFT rate, ID accuracy at the ends and
     at α, and the OOD accuracy at the α chosen on ID data."""
-    return {**{f"ood_acc_{k}": mean(v) for k, v in acc.items()},
-            **{f"ood_conf_{k}": mean(v) for k, v in conf.items()},
-            **{f"ood_ece_{k}": mean(v) for k, v in ece.items()},
-            "fft_rate": mean(fft), "id_acc_pre": _at(path, "WiSE-FT", 0.0, "id_acc"),
-            "id_acc_ft": _at(path, "WiSE-FT", 1.0, "id_acc"), "id_acc_wise": _at(path, "WiSE-FT", alpha, "id_acc"),
-            "id_acc_bang": _at(path, "BANG", alpha, "id_acc"),
-            **{f"ood_acc_{a}_chosen_alpha": float(g["ood_acc"].mean()) for a, g in chosen.groupby("arm", sort=False)}}
+    return {
+        **{f"ood_acc_{k}": mean(v) for k, v in acc.items()},
+        **{f"ood_conf_{k}": mean(v) for k, v in conf.items()},
+        **{f"ood_ece_{k}": mean(v) for k, v in ece.items()},
+        "fft_rate": mean(fft),
+        "id_acc_pre": _at(path, "WiSE-FT", 0.0, "id_acc"),
+        "id_acc_ft": _at(path, "WiSE-FT", 1.0, "id_acc"),
+        "id_acc_wise": _at(path, "WiSE-FT", alpha, "id_acc"),
+        "id_acc_bang": _at(path, "BANG", alpha, "id_acc"),
+        **{f"ood_acc_{a}_chosen_alpha": float(g["ood_acc"].mean()) for a, g in chosen.groupby("arm", sort=False)},
+    }
 
 
 @method_run(PARAMS, figures=make_figures, threads={"quick": 1, "standard": 1})
@@ -555,15 +793,28 @@ def run(ctx: RunContext) -> Outcome:
     fft = [s["fft"] for s in per_seed]
     path = pd.DataFrame([r for s in per_seed for r in s["path"]])
     chosen = pd.DataFrame([r for s in per_seed for r in s["chosen"]])
-    claims = [claim_wise(acc, fft, p.alpha, seeds), claim_confidence(conf, seeds), claim_bang(acc, p.alpha, seeds),
-              claim_paper_gain(acc, p.alpha, seeds), claim_ece(ece, seeds)]
+    claims = [
+        claim_wise(acc, fft, p.alpha, seeds),
+        claim_confidence(conf, seeds),
+        claim_bang(acc, p.alpha, seeds),
+        claim_paper_gain(acc, p.alpha, seeds),
+        claim_ece(ece, seeds),
+    ]
     masses = [r for s in per_seed for r in s["mass"]]
-    extras = {"seeds": seeds, "path": path, "chosen_alpha": chosen, "n_ood": per_seed[0]["n_ood"],
-              "agreement": pd.DataFrame([r for s in per_seed for r in s["agreement"]]),
-              "fft_per_class": [s["fft_class"] for s in per_seed], "per_seed": {"acc": acc, "conf": conf, "ece": ece},
-              "pooled_confidence": {name: tuple(np.concatenate([s["pooled"][name][i] for s in per_seed])
-                                                for i in (0, 1)) for name in ENDPOINTS.values()},
-              "weight_mass": pd.DataFrame(masses) if masses else None}
+    extras = {
+        "seeds": seeds,
+        "path": path,
+        "chosen_alpha": chosen,
+        "n_ood": per_seed[0]["n_ood"],
+        "agreement": pd.DataFrame([r for s in per_seed for r in s["agreement"]]),
+        "fft_per_class": [s["fft_class"] for s in per_seed],
+        "per_seed": {"acc": acc, "conf": conf, "ece": ece},
+        "pooled_confidence": {
+            name: tuple(np.concatenate([s["pooled"][name][i] for s in per_seed]) for i in (0, 1))
+            for name in ENDPOINTS.values()
+        },
+        "weight_mass": pd.DataFrame(masses) if masses else None,
+    }
     return Outcome(metrics=summary_metrics(acc, conf, ece, fft, path, chosen, p.alpha), claims=claims, extras=extras)
 
 
@@ -580,8 +831,15 @@ def choose_alpha(rows, seed: int) -> list[dict]:
     for arm, g in rows.groupby("arm", sort=False):
         g = g.sort_values("alpha")
         best = g.iloc[int(np.argmax(g["id_acc"].to_numpy()))]
-        out.append({"seed": seed, "arm": arm, "alpha": float(best["alpha"]), "id_acc": float(best["id_acc"]),
-                    "ood_acc": float(best["ood_acc"])})
+        out.append(
+            {
+                "seed": seed,
+                "arm": arm,
+                "alpha": float(best["alpha"]),
+                "id_acc": float(best["id_acc"]),
+                "ood_acc": float(best["ood_acc"]),
+            }
+        )
     return out
 
 
@@ -589,7 +847,11 @@ def mass_rows(p, states: dict, seed: int) -> list[dict]:
     """First-layer weight mass of θ_0, θ_ft, WiSE-FT(α), θ_ft^B and BANG(α) (MLP only)."""
     groups = cd.feature_groups(p.n_patches)
     pre = states["pre"]
-    models = {"θ_0": pre, "θ_ft": states["ft"],
-              f"WiSE-FT α={p.alpha:g}": interpolate_weights(pre, states["ft"], p.alpha),
-              "θ_ft^B": states["ftB"], f"BANG α={p.alpha:g}": interpolate_weights(pre, states["ftB"], p.alpha)}
+    models = {
+        "θ_0": pre,
+        "θ_ft": states["ft"],
+        f"WiSE-FT α={p.alpha:g}": interpolate_weights(pre, states["ft"], p.alpha),
+        "θ_ft^B": states["ftB"],
+        f"BANG α={p.alpha:g}": interpolate_weights(pre, states["ftB"], p.alpha),
+    }
     return [{"seed": seed, "model": name, **weight_mass(theta["0.weight"], groups)} for name, theta in models.items()]

@@ -9,6 +9,7 @@ fits Gao et al.'s law R(d) = d·(α − β_s·log d), R = gold − gold(π_ref).
 :func:`labkit.data.preferences.make_length_candidates` (32 prompts × 40 candidates, gold peaks at length 5, π_ref
 writes short answers), the policy is π_θ ∝ π_ref·exp(f_θ(ℓ/ℓ_max, q)), and KL and gold are exact sums.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,8 @@ import torch.nn.functional as F
 
 from labkit import viz
 from labkit.core import ClaimCheck, Outcome, Param, RunContext, method_run
-from labkit.core.preference import logratio_margin
 from labkit.data import preferences as prefs
+from labkit.substrates.preference import logratio_margin
 
 OBJECTIVES = ("dpo", "ipo", "slic")
 LABELS = {"dpo": "DPO", "ipo": "IPO", "slic": "SLiC"}
@@ -29,24 +30,73 @@ GOLD_QUADRATIC = 0.06  # c₂ of r* = q + c₁ℓ − c₂ℓ²; c₁ = 2·c₂�
 METRICS = ("gold_reward", "kl", "sqrt_kl", "mean_length")
 
 PARAMS = [
-    Param("objective", str, quick="all", choices=("all",) + OBJECTIVES,
-          help="which DAA losses to train: all three, or one"),
-    Param("betas", str, quick="0.01,0.1,1", standard="0.01,0.05,0.1,0.5,1", full="0.01,0.05,0.1,0.5,1",
-          help="comma-separated β values (each in [1e-4, 100]); small β = large KL budget"),
+    Param(
+        "objective",
+        str,
+        quick="all",
+        choices=("all",) + OBJECTIVES,
+        help="which DAA losses to train: all three, or one",
+    ),
+    Param(
+        "betas",
+        str,
+        quick="0.01,0.1,1",
+        standard="0.01,0.05,0.1,0.5,1",
+        full="0.01,0.05,0.1,0.5,1",
+        help="comma-separated β values (each in [1e-4, 100]); small β = large KL budget",
+    ),
     Param("lr", float, quick=0.05, standard=0.01, full=0.01, low=1e-5, high=1.0, log=True, help="Adam learning rate"),
-    Param("n_pairs", int, quick=4000, standard=1500, full=4000, low=32, high=200_000,
-          help="preference pairs y₁, y₂ ~ π_ref drawn over all prompts (ties dropped)"),
-    Param("gold_peak", float, quick=5.0, low=1.0, high=20.0,
-          help="length ℓ* at which the gold reward peaks (r* = q + 2c₂ℓ*·ℓ − c₂ℓ², c₂ = 0.06)"),
-    Param("head", str, quick="linear", standard="mlp", full="mlp", choices=HEADS, main=False,
-          help="f_θ: linear in (ℓ/20, q); quadratic adds (ℓ/20)²; mlp is 2→hidden→1 ReLU"),
+    Param(
+        "n_pairs",
+        int,
+        quick=4000,
+        standard=1500,
+        full=4000,
+        low=32,
+        high=200_000,
+        help="preference pairs y₁, y₂ ~ π_ref drawn over all prompts (ties dropped)",
+    ),
+    Param(
+        "gold_peak",
+        float,
+        quick=5.0,
+        low=1.0,
+        high=20.0,
+        help="length ℓ* at which the gold reward peaks (r* = q + 2c₂ℓ*·ℓ − c₂ℓ², c₂ = 0.06)",
+    ),
+    Param(
+        "head",
+        str,
+        quick="linear",
+        standard="mlp",
+        full="mlp",
+        choices=HEADS,
+        main=False,
+        help="f_θ: linear in (ℓ/20, q); quadratic adds (ℓ/20)²; mlp is 2→hidden→1 ReLU",
+    ),
     Param("hidden", int, quick=32, low=1, high=1024, main=False, help="hidden units of the mlp head"),
     Param("epochs", int, quick=2, standard=20, full=20, low=1, high=1000, main=False, help="passes over the pairs"),
     Param("batch_size", int, quick=64, low=1, high=100_000, main=False, help="pairs per Adam step"),
-    Param("log_every", int, quick=5, low=1, high=100_000, main=False,
-          help="exact KL and gold every this many steps (and at every epoch end)"),
-    Param("n_seeds", int, quick=1, standard=3, full=10, low=1, high=1000, main=False,
-          help="data seeds (seed, seed+1, …): new candidates, pairs, labels and batch order"),
+    Param(
+        "log_every",
+        int,
+        quick=5,
+        low=1,
+        high=100_000,
+        main=False,
+        help="exact KL and gold every this many steps (and at every epoch end)",
+    ),
+    Param(
+        "n_seeds",
+        int,
+        quick=1,
+        standard=3,
+        full=10,
+        low=1,
+        high=1000,
+        main=False,
+        help="data seeds (seed, seed+1, …): new candidates, pairs, labels and batch order",
+    ),
     Param("n_prompts", int, quick=32, low=1, high=10_000, main=False, help="prompts P"),
     Param("n_candidates", int, quick=40, low=2, high=10_000, main=False, help="candidate responses M per prompt"),
 ]
@@ -55,6 +105,7 @@ MAIN_METRIC = "gold_reward"
 
 
 # --- the unified loss -------------------------------------------------------------------------------------
+
 
 def daa_g(kind: str, z: torch.Tensor) -> torch.Tensor:
     """The DAA paper's g, elementwise: DPO −log σ(z); IPO (z − 1)²; SLiC max(0, 1 − z)."""
@@ -84,6 +135,7 @@ def mixed_daa_loss(kind_mask: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 # --- the scaling law --------------------------------------------------------------------------------------
 
+
 def scaling_law(d, alpha: float, beta_s: float):
     """R(d) = d·(α − β_s·log d) (Gao et al.), with d = √KL; R(0) = 0."""
     d = np.asarray(d, float)
@@ -98,29 +150,42 @@ def fit_scaling_law(d, gain, min_d: float = 0.05) -> dict:
     keep = d >= min_d
     d, gain = d[keep], gain[keep]
     if len(d) < 2:
-        return {"alpha": float("nan"), "beta_s": float("nan"), "r2": float("nan"), "n_points": int(len(d)),
-                "peak_d": float("nan")}
+        return {
+            "alpha": float("nan"),
+            "beta_s": float("nan"),
+            "r2": float("nan"),
+            "n_points": int(len(d)),
+            "peak_d": float("nan"),
+        }
     design = np.stack([d, -d * np.log(d)], axis=1)
     (alpha, beta_s), *_ = np.linalg.lstsq(design, gain, rcond=None)
     resid = gain - design @ np.array([alpha, beta_s])
     ss_tot = float(((gain - gain.mean()) ** 2).sum())
-    r2 = 1.0 - float((resid ** 2).sum()) / ss_tot if ss_tot > 0 else float("nan")
-    return {"alpha": float(alpha), "beta_s": float(beta_s), "r2": r2, "n_points": int(len(d)),
-            "peak_d": float(math.exp(min(alpha / beta_s - 1.0, 700.0))) if beta_s > 0 else float("inf")}
+    r2 = 1.0 - float((resid**2).sum()) / ss_tot if ss_tot > 0 else float("nan")
+    return {
+        "alpha": float(alpha),
+        "beta_s": float(beta_s),
+        "r2": r2,
+        "n_points": int(len(d)),
+        "peak_d": float(math.exp(min(alpha / beta_s - 1.0, 700.0))) if beta_s > 0 else float("inf"),
+    }
 
 
 # --- the toy "language" and its preference data ------------------------------------------------------------
 
+
 def parse_betas(text: str) -> list[float]:
-    """"0.01, 0.1,1" → [0.01, 0.1, 1.0]; ``ValueError`` unless every entry is a number in [1e-4, 100], no repeats."""
+    """ "0.01, 0.1,1" → [0.01, 0.1, 1.0]; ``ValueError`` unless every entry is a number in [1e-4, 100], no repeats."""
     try:
         betas = [float(b) for b in str(text).split(",") if b.strip()]
     except ValueError:
-        raise ValueError(f"betas={text!r} is not allowed: expected comma-separated numbers, e.g. '0.01,0.1,1'") \
-            from None
+        raise ValueError(
+            f"betas={text!r} is not allowed: expected comma-separated numbers, e.g. '0.01,0.1,1'"
+        ) from None
     if not betas or any(not 1e-4 <= b <= 100 for b in betas) or len(set(betas)) != len(betas):
-        raise ValueError(f"betas={text!r} is not allowed: expected distinct numbers in [0.0001, 100], "
-                         "e.g. '0.01,0.1,1'")
+        raise ValueError(
+            f"betas={text!r} is not allowed: expected distinct numbers in [0.0001, 100], e.g. '0.01,0.1,1'"
+        )
     return betas
 
 
@@ -140,8 +205,9 @@ def make_problem(seed: int, n_prompts: int, n_candidates: int, n_pairs: int, gol
     masked off (the last pair of the first prompts), as are ties. Returns (candidates, pairs) with pair indices
     flattened over prompt × candidate: ``prompt·M + candidate``, shape ``(P·⌈N/P⌉,)``."""
     gen = torch.Generator().manual_seed(int(seed))
-    cands = prefs.make_length_candidates(n_prompts, n_candidates, gen, gold_linear=2 * GOLD_QUADRATIC * gold_peak,
-                                         gold_quadratic=GOLD_QUADRATIC)
+    cands = prefs.make_length_candidates(
+        n_prompts, n_candidates, gen, gold_linear=2 * GOLD_QUADRATIC * gold_peak, gold_quadratic=GOLD_QUADRATIC
+    )
     per = math.ceil(n_pairs / n_prompts)
     pair_seeds = [seed * n_prompts + i for i in range(n_prompts)]
     pairs = prefs.sample_bt_pairs(cands.gold, cands.ref_logp, per, seeds=pair_seeds)
@@ -149,8 +215,9 @@ def make_problem(seed: int, n_prompts: int, n_candidates: int, n_pairs: int, gol
     mask = pairs.mask.clone()
     mask[:surplus, -1] = False
     offset = (torch.arange(n_prompts) * n_candidates).unsqueeze(-1)
-    flat = prefs.PreferencePairs((pairs.chosen + offset).reshape(-1), (pairs.rejected + offset).reshape(-1),
-                                 mask.reshape(-1))
+    flat = prefs.PreferencePairs(
+        (pairs.chosen + offset).reshape(-1), (pairs.rejected + offset).reshape(-1), mask.reshape(-1)
+    )
     return cands, flat
 
 
@@ -161,6 +228,7 @@ def head_inputs(cands, head: str) -> torch.Tensor:
 
 
 # --- the policy: π_θ ∝ π_ref · exp(f_θ), one parameter set per (arm, seed) ---------------------------------
+
 
 def init_head(head: str, n_arms: int, seeds, n_in: int, hidden: int) -> dict[str, torch.Tensor]:
     """Zero output layer, so π_θ = π_ref at step 0. linear/quadratic: w ``(A, S, F)`` = 0. mlp: W1 ``(A, S, F, H)``
@@ -193,11 +261,16 @@ def policy_logp(params: dict, x: torch.Tensor, ref_logp: torch.Tensor) -> torch.
 def policy_metrics(logp, gold, ref_logp, length) -> dict[str, torch.Tensor]:
     """Means over prompts of E_π[r*], KL(π‖π_ref) (exact, under the POLICY), √ of that mean, E_π[ℓ]; ``(A, S)``."""
     kl = prefs.kl_divergence(logp, ref_logp).mean(-1)
-    return {"gold_reward": prefs.expectation(logp, gold).mean(-1), "kl": kl, "sqrt_kl": kl.clamp_min(0).sqrt(),
-            "mean_length": prefs.expectation(logp, length).mean(-1)}
+    return {
+        "gold_reward": prefs.expectation(logp, gold).mean(-1),
+        "kl": kl,
+        "sqrt_kl": kl.clamp_min(0).sqrt(),
+        "mean_length": prefs.expectation(logp, length).mean(-1),
+    }
 
 
 # --- training -------------------------------------------------------------------------------------------------
+
 
 def epoch_order(masks: torch.Tensor, gens) -> tuple[torch.Tensor, torch.Tensor]:
     """One epoch's order per seed (each its own CPU generator): the kept pairs shuffled, then padding up to the
@@ -207,8 +280,8 @@ def epoch_order(masks: torch.Tensor, gens) -> tuple[torch.Tensor, torch.Tensor]:
     order = torch.zeros(len(kept), n_max, dtype=torch.long)
     valid = torch.zeros(len(kept), n_max, dtype=torch.bool)
     for s, k in enumerate(kept):
-        order[s, :len(k)] = k[torch.randperm(len(k), generator=gens[s])]
-        valid[s, :len(k)] = True
+        order[s, : len(k)] = k[torch.randperm(len(k), generator=gens[s])]
+        valid[s, : len(k)] = True
     return order.to(masks.device), valid.to(masks.device)
 
 
@@ -222,8 +295,19 @@ def checkpoints(n_steps: int, per_epoch: int, log_every: int) -> list[int]:
     return sorted(set(range(0, n_steps + 1, log_every)) | set(range(0, n_steps + 1, per_epoch)) | {n_steps})
 
 
-def train_arms(data: dict, kinds, betas, params: dict, lr: float, epochs: int, batch_size: int, log_steps,
-               gens, on_step=None, on_log=None):
+def train_arms(
+    data: dict,
+    kinds,
+    betas,
+    params: dict,
+    lr: float,
+    epochs: int,
+    batch_size: int,
+    log_steps,
+    gens,
+    on_step=None,
+    on_log=None,
+):
     """Minibatch Adam on every (arm, seed) at once. ``data`` holds x ``(S, P, M, F)``, ref_logp, gold, length
     ``(S, P, M)``, chosen/rejected/mask ``(S, N)`` (flat indices). Every arm of a seed sees the same batches;
     the summed loss separates, so each (arm, seed) gets exactly the Adam update of its own run.
@@ -243,7 +327,7 @@ def train_arms(data: dict, kinds, betas, params: dict, lr: float, epochs: int, b
             logp = policy_logp(params, data["x"], data["ref_logp"])
             if step in wanted:
                 logged.append(_log(logp, data, step, on_log))
-            idx, ok = order[:, start:start + batch_size], valid[:, start:start + batch_size]
+            idx, ok = order[:, start : start + batch_size], valid[:, start : start + batch_size]
             chosen, rejected = data["chosen"].gather(1, idx), data["rejected"].gather(1, idx)
             flat = logp.reshape(*logp.shape[:2], P * M)
             lp_w = flat.gather(-1, chosen.expand(len(kinds), -1, -1))
@@ -274,11 +358,18 @@ def _log(logp, data, step, on_log):
 
 # --- the claim checks (pure functions of the logged curves) ------------------------------------------------
 
+
 def hump(gold: np.ndarray, kl: np.ndarray) -> dict:
     """One run's curve (``(T,)`` each): peak = argmax gold; drop = gold[peak] − gold[final]; KL at both."""
     peak = int(np.argmax(gold))
-    return {"peak_index": peak, "peak_gold": float(gold[peak]), "final_gold": float(gold[-1]),
-            "drop": float(gold[peak] - gold[-1]), "kl_peak": float(kl[peak]), "kl_final": float(kl[-1])}
+    return {
+        "peak_index": peak,
+        "peak_gold": float(gold[peak]),
+        "final_gold": float(gold[-1]),
+        "drop": float(gold[peak] - gold[-1]),
+        "kl_peak": float(kl[peak]),
+        "kl_final": float(kl[-1]),
+    }
 
 
 def overoptimization_claim(humps: dict[str, list[dict]], beta: float, min_drop: float = 0.25) -> ClaimCheck:
@@ -292,18 +383,24 @@ def overoptimization_claim(humps: dict[str, list[dict]], beta: float, min_drop: 
         numbers[f"{label}_drop"] = float(min(drops))
         numbers[f"{label}_kl_peak"] = float(np.mean([h["kl_peak"] for h in per_seed]))
         numbers[f"{label}_kl_final"] = float(np.mean([h["kl_final"] for h in per_seed]))
-    return ClaimCheck(claim=f"overoptimization at β={beta:g}: for {', '.join(humps)}, peak gold − final gold ≥ "
-                            f"{min_drop:g} and KL(final) > KL(peak), in every seed (drop: worst seed)",
-                      passed=bool(ok and humps), numbers=numbers)
+    return ClaimCheck(
+        claim=f"overoptimization at β={beta:g}: for {', '.join(humps)}, peak gold − final gold ≥ "
+        f"{min_drop:g} and KL(final) > KL(peak), in every seed (drop: worst seed)",
+        passed=bool(ok and humps),
+        numbers=numbers,
+    )
 
 
 def scaling_law_claim(fit: dict, label: str = "DPO", min_r2: float = 0.6) -> ClaimCheck:
     """The pooled fit of R(d) = d(α − β_s log d) over one objective's checkpoints: R² ≥ ``min_r2``, α, β_s > 0."""
     passed = fit["r2"] >= min_r2 and fit["alpha"] > 0 and fit["beta_s"] > 0  # NaN compares False
-    return ClaimCheck(claim=f"scaling law: the pooled {label} fit of R(d) = d·(α − β_s·log d), d = √KL, has "
-                            f"R² ≥ {min_r2:g} with α > 0 and β_s > 0",
-                      passed=bool(passed), numbers={k: fit[k] for k in ("r2", "alpha", "beta_s", "n_points", "peak_d")},
-                      detail="peak_d = e^(α/β_s − 1), where the fitted hump tops out (reported, not asserted)")
+    return ClaimCheck(
+        claim=f"scaling law: the pooled {label} fit of R(d) = d·(α − β_s·log d), d = √KL, has "
+        f"R² ≥ {min_r2:g} with α > 0 and β_s > 0",
+        passed=bool(passed),
+        numbers={k: fit[k] for k in ("r2", "alpha", "beta_s", "n_points", "peak_d")},
+        detail="peak_d = e^(α/β_s − 1), where the fitted hump tops out (reported, not asserted)",
+    )
 
 
 def intra_epoch_claim(peaks: dict[str, dict], min_drop: float = 0.05) -> ClaimCheck:
@@ -315,9 +412,11 @@ def intra_epoch_claim(peaks: dict[str, dict], min_drop: float = 0.05) -> ClaimCh
     numbers = {"runs_peaking_in_epoch_1": len(early), "runs": len(peaks)}
     if best is not None:
         numbers.update({"earliest": best, **{f"earliest_{k}": v for k, v in early[best].items()}})
-    return ClaimCheck(claim=f"intra-epoch: at least one run peaks before the end of epoch 1 "
-                            f"(then drops ≥ {min_drop:g})",
-                      passed=best is not None, numbers=numbers)
+    return ClaimCheck(
+        claim=f"intra-epoch: at least one run peaks before the end of epoch 1 (then drops ≥ {min_drop:g})",
+        passed=best is not None,
+        numbers=numbers,
+    )
 
 
 # --- figures ----------------------------------------------------------------------------------------------
@@ -330,8 +429,10 @@ def _style(fig, x):
     """Colour each run's trace by its β and dash / mark it by its objective."""
     colours = viz.color_map(f"β={b:g}" for b in sorted(set(x["betas"])))
     for trace, kind, beta in zip(fig.data, x["kinds"], x["betas"]):
-        trace.update(line={"color": colours[f"β={beta:g}"], "dash": DASHES[kind]},
-                     marker={"color": colours[f"β={beta:g}"], "symbol": SYMBOLS[kind]})
+        trace.update(
+            line={"color": colours[f"β={beta:g}"], "dash": DASHES[kind]},
+            marker={"color": colours[f"β={beta:g}"], "symbol": SYMBOLS[kind]},
+        )
     return fig
 
 
@@ -349,8 +450,14 @@ def law_figure(result):
     import plotly.graph_objects as go
 
     x, wide = result.extras, checkpoint_frame(result)
-    fig = viz.lines([], {}, title="Gold gain over π_ref against √KL(π‖π_ref), every checkpoint, with "
-                    "R(d) = d(α − β_s log d) fitted per objective", xlabel="d = √KL", ylabel="R = gold − gold(π_ref)")
+    fig = viz.lines(
+        [],
+        {},
+        title="Gold gain over π_ref against √KL(π‖π_ref), every checkpoint, with "
+        "R(d) = d(α − β_s log d) fitted per objective",
+        xlabel="d = √KL",
+        ylabel="R = gold − gold(π_ref)",
+    )
     for name in x["arms"]:
         sub = wide[wide["series"] == name]
         fig.add_trace(go.Scatter(x=sub["sqrt_kl"], y=sub["gain"], mode="markers", name=name, opacity=0.8))
@@ -358,18 +465,29 @@ def law_figure(result):
     grid = np.linspace(1e-3, max(float(wide["sqrt_kl"].max()), 0.1) * 1.05, 200)
     for label, fit in x["fits"].items():
         if math.isfinite(fit["alpha"]):
-            fig.add_trace(go.Scatter(x=grid, y=scaling_law(grid, fit["alpha"], fit["beta_s"]), mode="lines",
-                                     line={"color": "black", "dash": DASHES[label], "width": 2},
-                                     name=f"{label} fit: α={fit['alpha']:.2f}, β_s={fit['beta_s']:.2f}, "
-                                          f"R²={fit['r2']:.2f}"))
+            fig.add_trace(
+                go.Scatter(
+                    x=grid,
+                    y=scaling_law(grid, fit["alpha"], fit["beta_s"]),
+                    mode="lines",
+                    line={"color": "black", "dash": DASHES[label], "width": 2},
+                    name=f"{label} fit: α={fit['alpha']:.2f}, β_s={fit['beta_s']:.2f}, R²={fit['r2']:.2f}",
+                )
+            )
     return fig
 
 
 def progress_figure(result, metric, title, ylabel):
     """``metric`` (mean over seeds) against training progress in epochs, one line per run; epoch 1 marked."""
     x = result.extras
-    fig = viz.lines(x["epochs_at"], dict(zip(x["arms"], x["curves"][metric])), mode="lines+markers", title=title,
-                    xlabel="epochs of the preference data", ylabel=ylabel)
+    fig = viz.lines(
+        x["epochs_at"],
+        dict(zip(x["arms"], x["curves"][metric])),
+        mode="lines+markers",
+        title=title,
+        xlabel="epochs of the preference data",
+        ylabel=ylabel,
+    )
     fig.add_vline(x=1.0, line_dash="dot", annotation_text="end of epoch 1")
     return _style(fig, x)
 
@@ -386,10 +504,14 @@ def per_beta_figure(result, which):
             ys[f"{label} peak"] = [m[f"peak_gold_{key(b)}"] for b in betas]
         else:
             ys[label] = [m[f"kl_{key(b)}"] for b in betas]
-    title = ("Gold reward per β: peak over checkpoints (dotted) and final (solid)" if which == "gold"
-             else "Final KL(π‖π_ref) per β: small β, large KL budget")
-    fig = viz.lines(betas, ys, mode="lines+markers", title=title, xlabel="β",
-                    ylabel="E_π[r*]" if which == "gold" else "KL (nats)")
+    title = (
+        "Gold reward per β: peak over checkpoints (dotted) and final (solid)"
+        if which == "gold"
+        else "Final KL(π‖π_ref) per β: small β, large KL budget"
+    )
+    fig = viz.lines(
+        betas, ys, mode="lines+markers", title=title, xlabel="β", ylabel="E_π[r*]" if which == "gold" else "KL (nats)"
+    )
     for trace in fig.data:
         if trace.name.endswith(" peak"):
             trace.line.dash = "dot"
@@ -402,8 +524,13 @@ def per_beta_figure(result, which):
 def length_figure(result):
     """Mean response length E_π[ℓ] against KL along training, one line per run (mean over seeds)."""
     x = result.extras
-    fig = viz.lines([], {}, title="Length exploitation: mean response length against KL along training",
-                    xlabel="KL(π‖π_ref) (nats)", ylabel="E_π[ℓ]")
+    fig = viz.lines(
+        [],
+        {},
+        title="Length exploitation: mean response length against KL along training",
+        xlabel="KL(π‖π_ref) (nats)",
+        ylabel="E_π[ℓ]",
+    )
     import plotly.graph_objects as go
 
     for name, kl, length in zip(x["arms"], x["curves"]["kl"], x["curves"]["mean_length"]):
@@ -417,22 +544,32 @@ def prompt_figure(result):
     x = result.extras["prompt0"]
     low = min(result.extras["betas"])
     probs = {n: v for n, v in x["probs"].items() if n == "π_ref" or n.endswith(f"β={low:g}")}
-    fig = viz.lines(x["length"], probs, mode="markers", title=f"Prompt 0: π over its candidates, final policies at "
-                    f"β={low:g}", xlabel="candidate length ℓ", ylabel="probability")
+    fig = viz.lines(
+        x["length"],
+        probs,
+        mode="markers",
+        title=f"Prompt 0: π over its candidates, final policies at β={low:g}",
+        xlabel="candidate length ℓ",
+        ylabel="probability",
+    )
     return fig
 
 
 def make_figures(result) -> dict:
     """The law (gain vs √KL with fits), gold and KL against epochs, final/peak per β, length drift, one prompt."""
-    return {"law": law_figure(result),
-            "gold_progress": progress_figure(result, "gold_reward", "Gold reward E_π[r*] during training",
-                                             "E_π[r*]"),
-            "kl_progress": progress_figure(result, "kl", "KL(π‖π_ref) during training", "KL (nats)"),
-            "gold_per_beta": per_beta_figure(result, "gold"), "kl_per_beta": per_beta_figure(result, "kl"),
-            "length": length_figure(result), "prompt": prompt_figure(result)}
+    return {
+        "law": law_figure(result),
+        "gold_progress": progress_figure(result, "gold_reward", "Gold reward E_π[r*] during training", "E_π[r*]"),
+        "kl_progress": progress_figure(result, "kl", "KL(π‖π_ref) during training", "KL (nats)"),
+        "gold_per_beta": per_beta_figure(result, "gold"),
+        "kl_per_beta": per_beta_figure(result, "kl"),
+        "length": length_figure(result),
+        "prompt": prompt_figure(result),
+    }
 
 
 # --- the experiment ----------------------------------------------------------------------------------------
+
 
 def check_arms(ctx, losses, step: int, names) -> None:
     """One sync per step: if the summed loss ``(A, S)`` is NaN/inf, ``DivergenceError`` names the first bad run."""
@@ -446,24 +583,31 @@ def stack_problems(problems, head: str, device) -> dict[str, torch.Tensor]:
     """The seeds' candidates and pairs as ``(S, ...)`` tensors on ``device`` (see :func:`train_arms`)."""
     cands = [c for c, _ in problems]
     pairs = [q for _, q in problems]
-    data = {"x": torch.stack([head_inputs(c, head) for c in cands]),
-            "ref_logp": torch.stack([c.ref_logp for c in cands]), "gold": torch.stack([c.gold for c in cands]),
-            "length": torch.stack([c.length for c in cands]), "chosen": torch.stack([q.chosen for q in pairs]),
-            "rejected": torch.stack([q.rejected for q in pairs]), "mask": torch.stack([q.mask for q in pairs])}
+    data = {
+        "x": torch.stack([head_inputs(c, head) for c in cands]),
+        "ref_logp": torch.stack([c.ref_logp for c in cands]),
+        "gold": torch.stack([c.gold for c in cands]),
+        "length": torch.stack([c.length for c in cands]),
+        "chosen": torch.stack([q.chosen for q in pairs]),
+        "rejected": torch.stack([q.rejected for q in pairs]),
+        "mask": torch.stack([q.mask for q in pairs]),
+    }
     return {k: v.to(device) for k, v in data.items()}
 
 
 def analyse(series, arms, names, steps, per_epoch) -> dict:
     """Gains R = gold − gold(π_ref) per seed; the law fitted per objective over all its β, seeds and checkpoints;
     each run's hump (per seed) and its peak's position in epochs."""
-    ref = series["gold_reward"][0, 0]                               # (S,) every arm starts at π_ref
-    gain = series["gold_reward"] - ref                              # (T, A, S)
+    ref = series["gold_reward"][0, 0]  # (S,) every arm starts at π_ref
+    gain = series["gold_reward"] - ref  # (T, A, S)
     fits = {}
     for kind in dict.fromkeys(k for k, _ in arms):
         cols = [a for a, (k, _) in enumerate(arms) if k == kind]
         fits[LABELS[kind]] = fit_scaling_law(series["sqrt_kl"][:, cols], gain[:, cols])
-    humps = {n: [hump(series["gold_reward"][:, a, s], series["kl"][:, a, s]) for s in range(ref.shape[0])]
-             for a, n in enumerate(names)}
+    humps = {
+        n: [hump(series["gold_reward"][:, a, s], series["kl"][:, a, s]) for s in range(ref.shape[0])]
+        for a, n in enumerate(names)
+    }
     for per_seed in humps.values():
         for h in per_seed:
             h["peak_epoch"] = steps[h["peak_index"]] / per_epoch
@@ -510,25 +654,63 @@ def run(ctx: RunContext) -> Outcome:
                     ctx.history.log(step, name, metric, m[metric][a, s], seed=seed)
 
     gens = [torch.Generator().manual_seed(s + 2**20) for s in seeds]
-    series, final_logp = train_arms(data, [k for k, _ in arms], [b for _, b in arms], params, p.lr, p.epochs,
-                                    p.batch_size, steps, gens, on_step, on_log)
+    series, final_logp = train_arms(
+        data,
+        [k for k, _ in arms],
+        [b for _, b in arms],
+        params,
+        p.lr,
+        p.epochs,
+        p.batch_size,
+        steps,
+        gens,
+        on_step,
+        on_log,
+    )
     bar.close()
     info = analyse(series, arms, names, steps, per_epoch)
     low = min(betas)
-    claims = [overoptimization_claim({LABELS[k]: info["humps"][arm_name(k, b)] for k, b in arms if b == low}, low),
-              scaling_law_claim(*next(((f, l) for l, f in info["fits"].items() if l == "DPO"),
-                                      next(((f, l) for l, f in info["fits"].items())))),
-              intra_epoch_claim({f"{n} (seed {seeds[s]})": {"epoch": h["peak_epoch"], "drop": h["drop"],
-                                                               "kl_peak": h["kl_peak"], "kl_final": h["kl_final"]}
-                                 for n, per_seed in info["humps"].items() for s, h in enumerate(per_seed)})]
-    extras = {"arms": names, "kinds": [LABELS[k] for k, _ in arms], "betas": [b for _, b in arms],
-              "seeds": seeds, "steps": steps, "steps_per_epoch": per_epoch,
-              "epochs_at": [s / per_epoch for s in steps],
-              "gold_reference": info["gold_reference"].tolist(), "fits": info["fits"], "humps": info["humps"],
-              "pairs_kept": data["mask"].sum(-1).tolist(),
-              "curves": {m: series[m].mean(-1).T.tolist() for m in METRICS},
-              "prompt0": {"length": data["length"][0, 0].cpu().tolist(), "quality": problems[0][0].quality[0].tolist(),
-                          "gold": data["gold"][0, 0].cpu().tolist(),
-                          "probs": {"π_ref": data["ref_logp"][0, 0].exp().cpu().tolist(),
-                                    **{n: final_logp[a, 0, 0].exp().cpu().tolist() for a, n in enumerate(names)}}}}
+    claims = [
+        overoptimization_claim({LABELS[k]: info["humps"][arm_name(k, b)] for k, b in arms if b == low}, low),
+        scaling_law_claim(
+            *next(
+                ((f, l) for l, f in info["fits"].items() if l == "DPO"), next(((f, l) for l, f in info["fits"].items()))
+            )
+        ),
+        intra_epoch_claim(
+            {
+                f"{n} (seed {seeds[s]})": {
+                    "epoch": h["peak_epoch"],
+                    "drop": h["drop"],
+                    "kl_peak": h["kl_peak"],
+                    "kl_final": h["kl_final"],
+                }
+                for n, per_seed in info["humps"].items()
+                for s, h in enumerate(per_seed)
+            }
+        ),
+    ]
+    extras = {
+        "arms": names,
+        "kinds": [LABELS[k] for k, _ in arms],
+        "betas": [b for _, b in arms],
+        "seeds": seeds,
+        "steps": steps,
+        "steps_per_epoch": per_epoch,
+        "epochs_at": [s / per_epoch for s in steps],
+        "gold_reference": info["gold_reference"].tolist(),
+        "fits": info["fits"],
+        "humps": info["humps"],
+        "pairs_kept": data["mask"].sum(-1).tolist(),
+        "curves": {m: series[m].mean(-1).T.tolist() for m in METRICS},
+        "prompt0": {
+            "length": data["length"][0, 0].cpu().tolist(),
+            "quality": problems[0][0].quality[0].tolist(),
+            "gold": data["gold"][0, 0].cpu().tolist(),
+            "probs": {
+                "π_ref": data["ref_logp"][0, 0].exp().cpu().tolist(),
+                **{n: final_logp[a, 0, 0].exp().cpu().tolist() for a, n in enumerate(names)},
+            },
+        },
+    }
     return Outcome(metrics=final_metrics(series, names, info), claims=claims, extras=extras)

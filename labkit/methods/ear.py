@@ -14,6 +14,7 @@ an input goes to the adaptor of the domain it resembles most, d̂(x) = argmax_d 
 
 No official EAR code is public: how EAR composes the pieces is inferred (see the card and the notebook).
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,44 +36,135 @@ PROXIES = ("naswot", "synflow", "grad_norm", "random")
 ARMS = ("EAR", "EAR, boundaries known", "oracle routing", "single adaptor", "fine-tuning")
 
 PARAMS = [
-    Param("hd_dim", int, quick=2048, full=10_000, low=64, high=50_000, log=True,
-          help="hypervector dimension D"),
+    Param("hd_dim", int, quick=2048, full=10_000, low=64, high=50_000, log=True, help="hypervector dimension D"),
     Param("window", int, quick=64, low=4, high=512, help="W: inputs per stream window for the shift test"),
-    Param("kappa", float, quick=0.5, low=0.0, high=0.99,
-          help="κ: a window with more than this share of OOD inputs declares a new domain"),
+    Param(
+        "kappa",
+        float,
+        quick=0.5,
+        low=0.0,
+        high=0.99,
+        help="κ: a window with more than this share of OOD inputs declares a new domain",
+    ),
     Param("proxy", str, quick="naswot", choices=PROXIES, help="zero-cost proxy that picks each adaptor"),
-    Param("budget", int, quick=3000, full=20_000, low=50, high=1_000_000, log=True,
-          help="B: most parameters an adaptor + head may have"),
-    Param("tpr", float, quick=0.95, low=0.5, high=0.999, main=False,
-          help="θ lets this share of in-distribution validation inputs pass"),
+    Param(
+        "budget",
+        int,
+        quick=3000,
+        full=20_000,
+        low=50,
+        high=1_000_000,
+        log=True,
+        help="B: most parameters an adaptor + head may have",
+    ),
+    Param(
+        "tpr",
+        float,
+        quick=0.95,
+        low=0.5,
+        high=0.999,
+        main=False,
+        help="θ lets this share of in-distribution validation inputs pass",
+    ),
     Param("binarize", bool, quick=False, main=False, help="sign-binarise hypervectors (bipolar ±1)"),
-    Param("centring", str, quick="unit", choices=("unit", "layer", "none"), main=False,
-          help="subtract the source mean per unit (card), one scalar per layer (HDFF's code), or nothing"),
-    Param("routing", str, quick="class", choices=("class", "domain"), main=False,
-          help="route by the nearest class descriptor of each domain, or by one bundled descriptor per domain"),
-    Param("steps", int, quick=200, standard=300, full=1000, low=1, high=100_000, main=False,
-          help="Adam steps per adaptor (and per fine-tuning stage)"),
-    Param("encoder_steps", int, quick=300, standard=500, full=2000, low=1, high=100_000, main=False,
-          help="Adam steps that pretrain the encoder on the source domain"),
+    Param(
+        "centring",
+        str,
+        quick="unit",
+        choices=("unit", "layer", "none"),
+        main=False,
+        help="subtract the source mean per unit (card), one scalar per layer (HDFF's code), or nothing",
+    ),
+    Param(
+        "routing",
+        str,
+        quick="class",
+        choices=("class", "domain"),
+        main=False,
+        help="route by the nearest class descriptor of each domain, or by one bundled descriptor per domain",
+    ),
+    Param(
+        "steps",
+        int,
+        quick=200,
+        standard=300,
+        full=1000,
+        low=1,
+        high=100_000,
+        main=False,
+        help="Adam steps per adaptor (and per fine-tuning stage)",
+    ),
+    Param(
+        "encoder_steps",
+        int,
+        quick=300,
+        standard=500,
+        full=2000,
+        low=1,
+        high=100_000,
+        main=False,
+        help="Adam steps that pretrain the encoder on the source domain",
+    ),
     Param("lr", float, quick=0.01, low=1e-5, high=1.0, log=True, main=False, help="Adam learning rate"),
     Param("batch_size", int, quick=64, low=1, high=4096, main=False, help="minibatch size"),
     Param("max_depth", int, quick=2, full=3, low=1, high=4, main=False, help="adaptor depths 1..max_depth"),
-    Param("max_width", int, quick=64, full=128, low=8, high=1024, main=False,
-          help="adaptor widths 8, 16, … up to this"),
-    Param("train_candidates", bool, quick=True, main=False,
-          help="also train every candidate to measure each proxy's rank correlation (Kendall τ)"),
-    Param("class_incremental", bool, quick=True, main=False,
-          help="also run the class-incremental stream (digits 0–4, then 5–9)"),
-    Param("n_domains", int, quick=4, full=7, low=2, high=7, main=False,
-          help="domains in the stream: original, rot90, invert, noise, blur, contrast, elastic (first n)"),
+    Param(
+        "max_width", int, quick=64, full=128, low=8, high=1024, main=False, help="adaptor widths 8, 16, … up to this"
+    ),
+    Param(
+        "train_candidates",
+        bool,
+        quick=True,
+        main=False,
+        help="also train every candidate to measure each proxy's rank correlation (Kendall τ)",
+    ),
+    Param(
+        "class_incremental",
+        bool,
+        quick=True,
+        main=False,
+        help="also run the class-incremental stream (digits 0–4, then 5–9)",
+    ),
+    Param(
+        "n_domains",
+        int,
+        quick=4,
+        full=7,
+        low=2,
+        high=7,
+        main=False,
+        help="domains in the stream: original, rot90, invert, noise, blur, contrast, elastic (first n)",
+    ),
     Param("noise_sigma", float, quick=0.3, low=0.0, high=2.0, main=False, help="σ of the noise domain"),
-    Param("encoder", str, quick="mlp", full="cnn", choices=("mlp", "cnn"), main=False,
-          help="MLP 64→64→32 on 8×8 digits, or a 3-block CNN (taps after each block, global average pooled)"),
+    Param(
+        "encoder",
+        str,
+        quick="mlp",
+        full="cnn",
+        choices=("mlp", "cnn"),
+        main=False,
+        help="MLP 64→64→32 on 8×8 digits, or a 3-block CNN (taps after each block, global average pooled)",
+    ),
     Param("side", int, quick=8, full=28, low=8, high=64, main=False, help="image side (digits resized from 8×8)"),
-    Param("disjoint", bool, quick=True, full=False, main=False,
-          help="each domain its own share of the digits (no image in two domains); False: all images per domain"),
-    Param("n_seeds", int, quick=1, standard=3, full=3, low=1, high=20, main=False,
-          help="seeds ctx.seed + k: each draws its own streams, encoder and projections"),
+    Param(
+        "disjoint",
+        bool,
+        quick=True,
+        full=False,
+        main=False,
+        help="each domain its own share of the digits (no image in two domains); False: all images per domain",
+    ),
+    Param(
+        "n_seeds",
+        int,
+        quick=1,
+        standard=3,
+        full=3,
+        low=1,
+        high=20,
+        main=False,
+        help="seeds ctx.seed + k: each draws its own streams, encoder and projections",
+    ),
 ]
 
 
@@ -97,8 +189,9 @@ def feature_means(features: list[torch.Tensor], centring: str = "unit") -> list[
     return [torch.zeros(1, device=f.device) for f in features]
 
 
-def hdc_encode(features: list[torch.Tensor], projections: list[torch.Tensor], means: list[torch.Tensor],
-               binarize: bool = False) -> torch.Tensor:
+def hdc_encode(
+    features: list[torch.Tensor], projections: list[torch.Tensor], means: list[torch.Tensor], binarize: bool = False
+) -> torch.Tensor:
     """H(x) = Σ_ℓ P_ℓ (f_ℓ(x) − μ_ℓ), one row per input; with ``binarize`` the bipolar hypervector
     +1 where H > 0 and −1 elsewhere (torchhd's MAP normalisation)."""
     H = sum((f - mu) @ P.T for f, P, mu in zip(features, projections, means))
@@ -199,13 +292,13 @@ class Arch:
 
 def n_params(arch: Arch, in_dim: int, n_out: int) -> int:
     """Parameters of adaptor + head: (in·w + w) + (depth − 1)(w² + w) + ((w + skip·in)·n_out + n_out)."""
-    body = in_dim * arch.width + arch.width + (arch.depth - 1) * (arch.width ** 2 + arch.width)
+    body = in_dim * arch.width + arch.width + (arch.depth - 1) * (arch.width**2 + arch.width)
     return body + (arch.width + arch.skip * in_dim) * n_out + n_out
 
 
 def candidate_space(in_dim: int, n_out: int, max_depth: int, max_width: int, budget: int) -> list[Arch]:
     """Depth 1..max_depth × width 8, 16, …, max_width × skip off/on, keeping those with ≤ ``budget`` parameters."""
-    widths = [8 * 2 ** i for i in range(int(math.log2(max_width / 8)) + 1)]
+    widths = [8 * 2**i for i in range(int(math.log2(max_width / 8)) + 1)]
     space = [Arch(d, w, s) for d in range(1, max_depth + 1) for w in widths for s in (False, True)]
     return [a for a in space if n_params(a, in_dim, n_out) <= budget]
 
@@ -231,8 +324,11 @@ def relu_codes(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """c_i ∈ {0, 1}^{N_A}: which of the module's N_A ReLU units are active (> 0) for each input x_i
     (float64 on the CPU, where the log-determinant is taken)."""
     codes: list[torch.Tensor] = []
-    hooks = [m.register_forward_hook(lambda m, i, o: codes.append((o > 0).flatten(1)))
-             for m in module.modules() if isinstance(m, nn.ReLU)]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: codes.append((o > 0).flatten(1)))
+        for m in module.modules()
+        if isinstance(m, nn.ReLU)
+    ]
     try:
         with torch.no_grad():
             module(x)
@@ -262,8 +358,9 @@ def synflow_score(module: nn.Module, in_dim: int) -> float:
         for p in net.parameters():
             p.abs_()
     net(torch.ones(1, in_dim, dtype=torch.float64)).sum().backward()
-    return float(sum((m.weight.detach() * m.weight.grad).abs().sum() for m in net.modules()
-                     if isinstance(m, nn.Linear)))
+    return float(
+        sum((m.weight.detach() * m.weight.grad).abs().sum() for m in net.modules() if isinstance(m, nn.Linear))
+    )
 
 
 def grad_norm_score(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -276,8 +373,12 @@ def grad_norm_score(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> floa
 
 def proxy_scores(module: nn.Module, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> dict:
     """All zero-cost proxies of one untrained candidate on one batch (``random`` is a N(0, 1) draw)."""
-    return {"naswot": naswot_score(module, x), "synflow": synflow_score(module, x.shape[1]),
-            "grad_norm": grad_norm_score(module, x, y), "random": float(rng.standard_normal())}
+    return {
+        "naswot": naswot_score(module, x),
+        "synflow": synflow_score(module, x.shape[1]),
+        "grad_norm": grad_norm_score(module, x, y),
+        "random": float(rng.standard_normal()),
+    }
 
 
 def pick_candidate(scores: list[float], sizes: list[int]) -> int:
@@ -324,7 +425,8 @@ class CNNEncoder(nn.Module):
         ins = (1, *channels[:-1])
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.Conv2d(a, b, 3, padding=1), nn.ReLU(), *([nn.MaxPool2d(2)] if k < 2 else []))
-            for k, (a, b) in enumerate(zip(ins, channels)))
+            for k, (a, b) in enumerate(zip(ins, channels))
+        )
         self.tap_dims = list(channels)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -362,13 +464,21 @@ def minibatches(n: int, batch_size: int, steps: int, seed: int):
     for _ in range(steps):
         if pos + batch_size > n and pos > 0:
             order, pos = torch.randperm(n, generator=gen), 0
-        yield order[pos:pos + batch_size]
+        yield order[pos : pos + batch_size]
         pos += batch_size
 
 
-def train_classifier(ctx: RunContext, models: nn.Module | list[nn.Module], x: torch.Tensor, y: torch.Tensor,
-                     steps: int, series: str | list[str], seed: int, bar=None,
-                     label_map: torch.Tensor | None = None) -> np.ndarray:
+def train_classifier(
+    ctx: RunContext,
+    models: nn.Module | list[nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    series: str | list[str],
+    seed: int,
+    bar=None,
+    label_map: torch.Tensor | None = None,
+) -> np.ndarray:
     """``steps`` Adam steps of cross-entropy on minibatches of (x, y); ``label_map`` turns labels into output
     indices. A list of models is trained side by side on the same batches with ONE Adam over the summed loss:
     the sum separates and Adam is element-wise, so each model gets exactly its own training, at a fraction of
@@ -421,8 +531,10 @@ class DomainData:
 
 def to_device(stream: streams.Stream, device) -> list[DomainData]:
     t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
-    return [DomainData(k.name, t(k.x_train), t(k.y_train), t(k.x_test), t(k.y_test), t(np.array(k.classes)))
-            for k in stream.tasks]
+    return [
+        DomainData(k.name, t(k.x_train), t(k.y_train), t(k.x_test), t(k.y_test), t(np.array(k.classes)))
+        for k in stream.tasks
+    ]
 
 
 def hdc_fit_split(n: int, seed: int, val_share: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -476,13 +588,13 @@ def new_memory(p, taps_source: list[torch.Tensor], seed: int) -> HDCMemory:
 # ================================================================= one EAR learner over a stream
 
 
-def pretrain_source(ctx: RunContext, p, source: DomainData, n_out: int, seed: int, bar,
-                    label_map=None) -> SourceModel:
+def pretrain_source(ctx: RunContext, p, source: DomainData, n_out: int, seed: int, bar, label_map=None) -> SourceModel:
     """Train encoder + head on the source task (Adam, ``encoder_steps``)."""
     torch.manual_seed(child_seed(seed, 1))
     model = SourceModel(build_encoder(p, p.side), n_out).to(ctx.device)
-    train_classifier(ctx, model, source.x_train, source.y_train, p.encoder_steps, "encoder", child_seed(seed, 2),
-                     bar, label_map)
+    train_classifier(
+        ctx, model, source.x_train, source.y_train, p.encoder_steps, "encoder", child_seed(seed, 2), bar, label_map
+    )
     return model
 
 
@@ -502,8 +614,9 @@ def class_index(classes: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def score_candidates(archs: list[Arch], in_dim: int, n_out: int, f: torch.Tensor, y: torch.Tensor,
-                     seed: int, device) -> tuple[list[Adaptor], list[dict]]:
+def score_candidates(
+    archs: list[Arch], in_dim: int, n_out: int, f: torch.Tensor, y: torch.Tensor, seed: int, device
+) -> tuple[list[Adaptor], list[dict]]:
     """Build every candidate at its initialisation (seeded by depth and width, so the skip variant shares the
     body's weights) and score it with every proxy on the batch (f, y)."""
     rng = np.random.default_rng(child_seed(seed, 99))
@@ -523,22 +636,34 @@ def grow(ctx: RunContext, p, d: DomainData, seed: int, bar) -> dict:
     in_dim, n_out, label_map = f.shape[1], len(d.classes), class_index(d.classes)
     archs = candidate_space(in_dim, n_out, p.max_depth, p.max_width, p.budget)
     if not archs:
-        raise ValueError(f"no adaptor fits the budget B={p.budget}: the smallest needs "
-                         f"{n_params(Arch(1, 8, False), in_dim, n_out)} parameters")
+        raise ValueError(
+            f"no adaptor fits the budget B={p.budget}: the smallest needs "
+            f"{n_params(Arch(1, 8, False), in_dim, n_out)} parameters"
+        )
     batch = slice(0, min(p.window, len(y)))
     models, scores = score_candidates(archs, in_dim, n_out, f[batch], label_map[y[batch]], seed, ctx.device)
     sizes = [n_params(a, in_dim, n_out) for a in archs]
     pick = pick_candidate([s[p.proxy] for s in scores], sizes)
     trained = list(range(len(archs))) if p.train_candidates else [pick]
-    train_classifier(ctx, [models[i] for i in trained], f, y, p.steps,
-                     [f"adaptor {d.name} {archs[i].label}" for i in trained], child_seed(seed, 5), bar, label_map)
+    train_classifier(
+        ctx,
+        [models[i] for i in trained],
+        f,
+        y,
+        p.steps,
+        [f"adaptor {d.name} {archs[i].label}" for i in trained],
+        child_seed(seed, 5),
+        bar,
+        label_map,
+    )
     with torch.no_grad():
         acc = {i: accuracy(models[i](d.taps_test[-1]), d.y_test, d.classes) for i in trained}
     return {"adaptor": models[pick], "pick": pick, "archs": archs, "sizes": sizes, "scores": scores, "acc": acc}
 
 
-def ear_predict(heads: list[nn.Module], classes: list[torch.Tensor], routes: torch.Tensor,
-                f: torch.Tensor) -> torch.Tensor:
+def ear_predict(
+    heads: list[nn.Module], classes: list[torch.Tensor], routes: torch.Tensor, f: torch.Tensor
+) -> torch.Tensor:
     """Label predicted by the routed adaptor + head: classes[k][argmax head_k(f)] for inputs routed to k."""
     pred = torch.full((len(f),), -1, dtype=torch.long, device=f.device)
     with torch.no_grad():
@@ -553,7 +678,7 @@ def window_fractions(memory: HDCMemory, d: DomainData, window: int) -> list[floa
     """The detector on a domain's (unlabelled) test inputs in windows of W: share of each with s(x) < θ."""
     scores = memory.score(memory.encode(d.taps_test))
     w = min(window, len(scores))
-    return [ood_fraction(scores[i:i + w], memory.theta) for i in range(0, len(scores) - w + 1, w)]
+    return [ood_fraction(scores[i : i + w], memory.theta) for i in range(0, len(scores) - w + 1, w)]
 
 
 @dataclass
@@ -598,8 +723,11 @@ def evaluate_stage(learner: Learner, tasks: list[DomainData], rule: str, upto: i
         out["confusion"][j] = np.bincount(routes[rule].cpu().numpy(), minlength=len(learner.heads)) / len(d.y_test)
         if oracle:
             own = learner.owners.index(j) if j in learner.owners else None
-            out["acc"].append(float("nan") if own is None else
-                              accuracy_of(learner.predict(d, torch.full_like(routes[rule], own)), d.y_test))
+            out["acc"].append(
+                float("nan")
+                if own is None
+                else accuracy_of(learner.predict(d, torch.full_like(routes[rule], own)), d.y_test)
+            )
         else:
             out["acc"].append(accuracy_of(learner.predict(d, routes[rule]), d.y_test))
         if j <= upto:
@@ -619,23 +747,41 @@ def run_ear(ctx: RunContext, p, tasks: list[DomainData], source: SourceModel, se
     learners = {name: new_learner(p, tasks, source, seed) for name in LEARNERS}
     ear, known = learners["EAR"], learners["EAR, boundaries known"]
     rows = {"EAR": [], "EAR, boundaries known": [], "oracle routing": []}
-    out = {"detection": [{"name": tasks[0].name, "before": window_fractions(ear.memory, tasks[0], p.window),
-                          "first_flag": -1, "after": []}], "stage_auroc": [], "nas": [],
-           "routing": {n: [] for n in LEARNERS}, "routing_other": {n: [] for n in LEARNERS}}
+    out = {
+        "detection": [
+            {
+                "name": tasks[0].name,
+                "before": window_fractions(ear.memory, tasks[0], p.window),
+                "first_flag": -1,
+                "after": [],
+            }
+        ],
+        "stage_auroc": [],
+        "nas": [],
+        "routing": {n: [] for n in LEARNERS},
+        "routing_other": {n: [] for n in LEARNERS},
+    }
     other = "domain" if p.routing == "class" else "class"
     for t, d in enumerate(tasks):
         if t > 0:
             seen = torch.cat([known.memory.encode(tasks[j].taps_test) for j in range(t)])
-            out["stage_auroc"].append(auroc(known.memory.score(seen).cpu(),
-                                            known.memory.score(known.memory.encode(d.taps_test)).cpu()))
+            out["stage_auroc"].append(
+                auroc(known.memory.score(seen).cpu(), known.memory.score(known.memory.encode(d.taps_test)).cpu())
+            )
             before = window_fractions(ear.memory, d, p.window)
             flag = next((i for i, v in enumerate(before) if v > p.kappa), -1)
             rec = grow(ctx, p, d, child_seed(seed, 4, t), bar)
             out["nas"].append({**rec, "task": t})
             for learner in (known, ear) if flag >= 0 else (known,):
                 learner.add(d, rec["adaptor"], t, child_seed(seed, 3, t), p.tpr)
-            out["detection"].append({"name": d.name, "before": before, "first_flag": flag,
-                                     "after": window_fractions(ear.memory, d, p.window) if flag >= 0 else []})
+            out["detection"].append(
+                {
+                    "name": d.name,
+                    "before": before,
+                    "first_flag": flag,
+                    "after": window_fractions(ear.memory, d, p.window) if flag >= 0 else [],
+                }
+            )
         for name, learner in learners.items():
             ev = evaluate_stage(learner, tasks, p.routing, t)
             rows[name].append(ev["acc"])
@@ -656,16 +802,23 @@ def source_ood_table(model: SourceModel, memory: HDCMemory, tasks: list[DomainDa
     HDC over all taps, HDC on the last tap only, MSP, energy, Mahalanobis; plus raw HDC and MSP scores."""
     src = tasks[0]
     layers = range(len(src.taps_train))
-    variants = {"hdc_last_layer": ([layers[-1]], p.centring), "hdc_first_layer": ([0], p.centring),
-                **{f"hdc_centring_{c}": (list(layers), c) for c in ("unit", "layer", "none")}}
+    variants = {
+        "hdc_last_layer": ([layers[-1]], p.centring),
+        "hdc_first_layer": ([0], p.centring),
+        **{f"hdc_centring_{c}": (list(layers), c) for c in ("unit", "layer", "none")},
+    }
     memories = {k: hdc_variant(memory, src, taps, c, fit_seed, p.tpr) for k, (taps, c) in variants.items()}
     mus, prec = mahalanobis_fit(src.taps_train[-1], src.y_train, src.classes.tolist())
 
     def scores(d):
         with torch.no_grad():
             logits = model.head(d.taps_test[-1])
-        out = {"hdc": memory.score(memory.encode(d.taps_test)), "msp": msp_score(logits),
-               "energy": energy_score(logits), "mahalanobis": mahalanobis_score(d.taps_test[-1], mus, prec)}
+        out = {
+            "hdc": memory.score(memory.encode(d.taps_test)),
+            "msp": msp_score(logits),
+            "energy": energy_score(logits),
+            "mahalanobis": mahalanobis_score(d.taps_test[-1], mus, prec),
+        }
         return out | {k: m.score(m.encode([d.taps_test[i] for i in variants[k][0]])) for k, m in memories.items()}
 
     def nearest(d):
@@ -682,8 +835,9 @@ def source_ood_table(model: SourceModel, memory: HDCMemory, tasks: list[DomainDa
     return {"auroc": table, "raw": raw, "theta_source": memory.theta}
 
 
-def hdc_variant(memory: HDCMemory, src: DomainData, taps: list[int], centring: str, fit_seed: int,
-                tpr: float) -> HDCMemory:
+def hdc_variant(
+    memory: HDCMemory, src: DomainData, taps: list[int], centring: str, fit_seed: int, tpr: float
+) -> HDCMemory:
     """The same projections on a subset of the taps and/or another centring, with source descriptors."""
     feats = [src.taps_train[i] for i in taps]
     out = HDCMemory([memory.projections[i] for i in taps], feature_means(feats, centring), memory.binarize)
@@ -707,8 +861,9 @@ def single_adaptor_rows(ctx, p, tasks, arch: Arch, seed: int, bar) -> list[list[
     adaptor = Adaptor(arch, tasks[0].taps_train[-1].shape[1], len(tasks[0].classes)).to(ctx.device)
     rows = []
     for t, d in enumerate(tasks):
-        train_classifier(ctx, adaptor, d.taps_train[-1], d.y_train, p.steps, f"single adaptor {d.name}",
-                         child_seed(seed, 12, t), bar)
+        train_classifier(
+            ctx, adaptor, d.taps_train[-1], d.y_train, p.steps, f"single adaptor {d.name}", child_seed(seed, 12, t), bar
+        )
         with torch.no_grad():
             rows.append([accuracy(adaptor(e.taps_test[-1]), e.y_test) for e in tasks])
     return rows
@@ -720,16 +875,18 @@ def fine_tuning_rows(ctx, p, model: SourceModel, tasks, seed: int, bar, first: i
     rows = [test_accuracies(model, tasks)]
     for t, d in enumerate(tasks[first:], start=first):
         model.train()
-        train_classifier(ctx, model, d.x_train, d.y_train, p.steps, f"fine-tuning {d.name}", child_seed(seed, 13, t),
-                         bar)
+        train_classifier(
+            ctx, model, d.x_train, d.y_train, p.steps, f"fine-tuning {d.name}", child_seed(seed, 13, t), bar
+        )
         rows.append(test_accuracies(model, tasks))
     return rows
 
 
 def run_domain_stream(ctx: RunContext, p, seed: int, bar) -> dict:
     """One seed of the domain-incremental stream: EAR, oracle routing, a single adaptor and fine-tuning."""
-    stream = streams.digits_domain_stream(streams.DIGITS_DOMAINS[:p.n_domains], seed, p.side, p.noise_sigma,
-                                          disjoint=p.disjoint)
+    stream = streams.digits_domain_stream(
+        streams.DIGITS_DOMAINS[: p.n_domains], seed, p.side, p.noise_sigma, disjoint=p.disjoint
+    )
     tasks = to_device(stream, ctx.device)
     source = pretrain_source(ctx, p, tasks[0], stream.n_classes, seed, bar)
     ft_model = copy.deepcopy(source)
@@ -737,12 +894,21 @@ def run_domain_stream(ctx: RunContext, p, seed: int, bar) -> dict:
     ear = run_ear(ctx, p, tasks, source, seed, bar)
     ood = source_ood_table(source, new_learner(p, tasks, source, seed).memory, tasks, p, child_seed(seed, 3, 0))
     single_arch = ear["nas"][0]["archs"][ear["nas"][0]["pick"]]
-    matrices = {**ear["rows"], "single adaptor": single_adaptor_rows(ctx, p, tasks, single_arch, seed, bar),
-                "fine-tuning": fine_tuning_rows(ctx, p, ft_model, tasks, seed, bar)}
+    matrices = {
+        **ear["rows"],
+        "single adaptor": single_adaptor_rows(ctx, p, tasks, single_arch, seed, bar),
+        "fine-tuning": fine_tuning_rows(ctx, p, ft_model, tasks, seed, bar),
+    }
     matrices = {a: np.array(m, dtype=float) for a, m in matrices.items()}
     log_stages(ctx, matrices, ear, stream.names, seed)
-    return {**ear, "names": stream.names, "matrices": matrices, "ood": ood, "nas": nas_summary(ear["nas"]),
-            "single_arch": single_arch.label}
+    return {
+        **ear,
+        "names": stream.names,
+        "matrices": matrices,
+        "ood": ood,
+        "nas": nas_summary(ear["nas"]),
+        "single_arch": single_arch.label,
+    }
 
 
 def log_stages(ctx: RunContext, matrices: dict, ear: dict, names: list[str], seed: int) -> None:
@@ -750,7 +916,7 @@ def log_stages(ctx: RunContext, matrices: dict, ear: dict, names: list[str], see
     routing accuracy and (t ≥ 1) the stage AUROC."""
     for t in range(len(names)):
         for arm, m in matrices.items():
-            ctx.history.log(t, arm, "acc_seen", float(np.nanmean(m[t, :t + 1])), seed=seed)
+            ctx.history.log(t, arm, "acc_seen", float(np.nanmean(m[t, : t + 1])), seed=seed)
             for j, name in enumerate(names):
                 ctx.history.log(t, arm, f"acc {name}", float(m[t, j]), seed=seed)
         for name in LEARNERS:
@@ -765,14 +931,24 @@ def nas_summary(nas: list[dict]) -> list[dict]:
     out = []
     for rec in nas:
         archs, acc, pick = rec["archs"], rec["acc"], rec["pick"]
-        item = {"task": rec["task"], "labels": [a.label for a in archs], "sizes": rec["sizes"], "pick": pick,
-                "pick_label": archs[pick].label, "pick_size": rec["sizes"][pick], "pick_acc": acc[pick],
-                "scores": {k: [s[k] for s in rec["scores"]] for k in PROXIES},
-                "acc": [acc.get(i) for i in range(len(archs))]}
+        item = {
+            "task": rec["task"],
+            "labels": [a.label for a in archs],
+            "sizes": rec["sizes"],
+            "pick": pick,
+            "pick_label": archs[pick].label,
+            "pick_size": rec["sizes"][pick],
+            "pick_acc": acc[pick],
+            "scores": {k: [s[k] for s in rec["scores"]] for k in PROXIES},
+            "acc": [acc.get(i) for i in range(len(archs))],
+        }
         if len(acc) == len(archs):
             accs = np.array(item["acc"])
-            item.update(pick_rank=int(1 + np.sum(accs > accs[pick])), best_acc=float(accs.max()),
-                        tau={k: kendall_tau(item["scores"][k], accs) for k in PROXIES})
+            item.update(
+                pick_rank=int(1 + np.sum(accs > accs[pick])),
+                best_acc=float(accs.max()),
+                tau={k: kendall_tau(item["scores"][k], accs) for k in PROXIES},
+            )
         out.append(item)
     return out
 
@@ -792,12 +968,19 @@ def run_class_stream(ctx: RunContext, p, seed: int, bar) -> dict:
     ear = run_ear(ctx, p, tasks, source, child_seed(seed, 21), bar)
     torch.manual_seed(child_seed(seed, 23))
     ft = SourceModel(build_encoder(p, p.side), stream.n_classes).to(ctx.device)
-    train_classifier(ctx, ft, first.x_train, first.y_train, p.encoder_steps, "fine-tuning classes 0-4",
-                     child_seed(seed, 24), bar)
+    train_classifier(
+        ctx, ft, first.x_train, first.y_train, p.encoder_steps, "fine-tuning classes 0-4", child_seed(seed, 24), bar
+    )
     ft_rows = fine_tuning_rows(ctx, p, ft, tasks, child_seed(seed, 25), bar)
-    return {"names": stream.names, "rows": ear["rows"], "routing": ear["routing"], "fine_tuning": ft_rows,
-            "auroc": ear["stage_auroc"][0], "detected": ear["detection"][1]["first_flag"] >= 0,
-            "picks": [it["pick_label"] for it in nas_summary(ear["nas"])]}
+    return {
+        "names": stream.names,
+        "rows": ear["rows"],
+        "routing": ear["routing"],
+        "fine_tuning": ft_rows,
+        "auroc": ear["stage_auroc"][0],
+        "detected": ear["detection"][1]["first_flag"] >= 0,
+        "picks": [it["pick_label"] for it in nas_summary(ear["nas"])],
+    }
 
 
 # ================================================================= claims
@@ -821,8 +1004,12 @@ def claim_ood(per_seed: list[dict], names: list[str]) -> ClaimCheck:
         msp = mean_over(per_seed, lambda r: r["ood"]["auroc"][name]["msp"])
         numbers[f"hdc {name}"], numbers[f"msp {name}"] = hdc, msp
         ok = ok and hdc >= 0.9 and hdc >= msp - 0.02
-    return ClaimCheck(claim="OOD: HDC AUROC (source test vs each new domain) ≥ 0.9 for every domain and ≥ MSP's − 0.02",
-                      passed=bool(ok), numbers=numbers, detail=f"mean over {len(per_seed)} seed(s)")
+    return ClaimCheck(
+        claim="OOD: HDC AUROC (source test vs each new domain) ≥ 0.9 for every domain and ≥ MSP's − 0.02",
+        passed=bool(ok),
+        numbers=numbers,
+        detail=f"mean over {len(per_seed)} seed(s)",
+    )
 
 
 def final_mean(r: dict, arm: str) -> float:
@@ -833,26 +1020,39 @@ def final_mean(r: dict, arm: str) -> float:
 def claim_forgetting(per_seed: list[dict], margin: float = 0.20) -> ClaimCheck:
     """Final mean accuracy over all domains: EAR (growth when HDC detects a shift) ≥ fine-tuning + 0.20."""
     final = {a: mean_over(per_seed, lambda r: final_mean(r, a)) for a in ARMS}
-    numbers = {"ear": final["EAR"], "fine_tuning": final["fine-tuning"], "gap": final["EAR"] - final["fine-tuning"],
-               "single_adaptor": final["single adaptor"], "oracle": final["oracle routing"],
-               "forgetting_ear": mean_over(per_seed, lambda r: forgetting(r["matrices"]["EAR"])),
-               "forgetting_ft": mean_over(per_seed, lambda r: forgetting(r["matrices"]["fine-tuning"]))}
-    return ClaimCheck(claim=f"forgetting: after the whole stream, mean accuracy over all domains with EAR "
-                            f"≥ sequential fine-tuning + {margin:.2f}",
-                      passed=bool(numbers["gap"] >= margin), numbers=numbers,
-                      detail=f"EAR grows an adaptor only when its detector flags a window; test accuracy after the "
-                             f"last stage, mean over {len(per_seed)} seed(s)")
+    numbers = {
+        "ear": final["EAR"],
+        "fine_tuning": final["fine-tuning"],
+        "gap": final["EAR"] - final["fine-tuning"],
+        "single_adaptor": final["single adaptor"],
+        "oracle": final["oracle routing"],
+        "forgetting_ear": mean_over(per_seed, lambda r: forgetting(r["matrices"]["EAR"])),
+        "forgetting_ft": mean_over(per_seed, lambda r: forgetting(r["matrices"]["fine-tuning"])),
+    }
+    return ClaimCheck(
+        claim=f"forgetting: after the whole stream, mean accuracy over all domains with EAR "
+        f"≥ sequential fine-tuning + {margin:.2f}",
+        passed=bool(numbers["gap"] >= margin),
+        numbers=numbers,
+        detail=f"EAR grows an adaptor only when its detector flags a window; test accuracy after the "
+        f"last stage, mean over {len(per_seed)} seed(s)",
+    )
 
 
 def claim_routing(per_seed: list[dict], rule: str, level: float = 0.9) -> ClaimCheck:
     """Share of test inputs routed to their true domain after the stream ≥ 0.9 (mean over domains; a domain
     with no adaptor of its own counts as misrouted)."""
-    numbers = {"routing_acc": mean_over(per_seed, lambda r: r["routing"]["EAR"][-1]),
-               "other_rule": mean_over(per_seed, lambda r: r["routing_other"]["EAR"][-1])}
+    numbers = {
+        "routing_acc": mean_over(per_seed, lambda r: r["routing"]["EAR"][-1]),
+        "other_rule": mean_over(per_seed, lambda r: r["routing_other"]["EAR"][-1]),
+    }
     other = "domain" if rule == "class" else "class"
-    return ClaimCheck(claim=f"routing: share of test inputs routed to their true domain ≥ {level:g}",
-                      passed=bool(numbers["routing_acc"] >= level), numbers=numbers,
-                      detail=f"EAR's rule {rule!r}; 'other_rule' is the {other!r} rule on the same inputs")
+    return ClaimCheck(
+        claim=f"routing: share of test inputs routed to their true domain ≥ {level:g}",
+        passed=bool(numbers["routing_acc"] >= level),
+        numbers=numbers,
+        detail=f"EAR's rule {rule!r}; 'other_rule' is the {other!r} rule on the same inputs",
+    )
 
 
 def claim_components(per_seed: list[dict], margin: float = 0.20, level: float = 0.9) -> ClaimCheck:
@@ -861,14 +1061,20 @@ def claim_components(per_seed: list[dict], margin: float = 0.20, level: float = 
     known = "EAR, boundaries known"
     acc = mean_over(per_seed, lambda r: final_mean(r, known))
     ft = mean_over(per_seed, lambda r: final_mean(r, "fine-tuning"))
-    numbers = {"acc": acc, "gap_vs_fine_tuning": acc - ft,
-               "routing_acc": mean_over(per_seed, lambda r: r["routing"][known][-1]),
-               "routing_other_rule": mean_over(per_seed, lambda r: r["routing_other"][known][-1])}
-    return ClaimCheck(claim=f"with every boundary given (no detection): accuracy ≥ fine-tuning + {margin:.2f} and "
-                            f"routing ≥ {level:g}",
-                      passed=bool(numbers["gap_vs_fine_tuning"] >= margin and numbers["routing_acc"] >= level),
-                      numbers=numbers, asserted=False,
-                      detail="reported, not asserted: a component check of growth + HDC routing")
+    numbers = {
+        "acc": acc,
+        "gap_vs_fine_tuning": acc - ft,
+        "routing_acc": mean_over(per_seed, lambda r: r["routing"][known][-1]),
+        "routing_other_rule": mean_over(per_seed, lambda r: r["routing_other"][known][-1]),
+    }
+    return ClaimCheck(
+        claim=f"with every boundary given (no detection): accuracy ≥ fine-tuning + {margin:.2f} and "
+        f"routing ≥ {level:g}",
+        passed=bool(numbers["gap_vs_fine_tuning"] >= margin and numbers["routing_acc"] >= level),
+        numbers=numbers,
+        asserted=False,
+        detail="reported, not asserted: a component check of growth + HDC routing",
+    )
 
 
 def claim_nas(per_seed: list[dict], proxy: str) -> ClaimCheck:
@@ -885,25 +1091,37 @@ def claim_nas(per_seed: list[dict], proxy: str) -> ClaimCheck:
         for k in PROXIES:
             numbers[f"tau {k}"] = float(np.mean([it["tau"][k] for it in ranked]))
         passed = numbers["mean_pick_rank"] <= numbers["n_candidates"] / 2
-    return ClaimCheck(claim=f"NAS ({proxy}): the pick ranks in the top half of the trained candidates (reported)",
-                      passed=bool(passed), numbers=numbers, asserted=False,
-                      detail="ranks by test accuracy after the same training; τ = Kendall's τ of proxy vs accuracy"
-                             if ranked else "candidates not trained (train_candidates=False): no rank")
+    return ClaimCheck(
+        claim=f"NAS ({proxy}): the pick ranks in the top half of the trained candidates (reported)",
+        passed=bool(passed),
+        numbers=numbers,
+        asserted=False,
+        detail="ranks by test accuracy after the same training; τ = Kendall's τ of proxy vs accuracy"
+        if ranked
+        else "candidates not trained (train_candidates=False): no rank",
+    )
 
 
 def claim_class_incremental(per_seed: list[dict]) -> ClaimCheck:
     """Reported: class-incremental final mean accuracy over both tasks, EAR ≥ fine-tuning + 0.20."""
     final = {a: float(np.mean([np.mean(r["rows"][a][-1]) for r in per_seed])) for a in per_seed[0]["rows"]}
     ear, ft = final["EAR"], float(np.mean([np.mean(r["fine_tuning"][-1]) for r in per_seed]))
-    numbers = {"ear": ear, "fine_tuning": ft, "ear_boundaries_known": final["EAR, boundaries known"],
-               "oracle": final["oracle routing"],
-               "new_classes_detected": float(np.mean([r["detected"] for r in per_seed])),
-               "hdc_auroc_new_classes": float(np.mean([r["auroc"] for r in per_seed])),
-               "routing_boundaries_known": float(np.mean([r["routing"]["EAR, boundaries known"][-1]
-                                                          for r in per_seed]))}
-    return ClaimCheck(claim="class-incremental (0–4 then 5–9): mean accuracy over both tasks, EAR ≥ fine-tuning + 0.20",
-                      passed=bool(ear >= ft + 0.20), numbers=numbers, asserted=False,
-                      detail="reported, not asserted (the card's check is on the domain stream)")
+    numbers = {
+        "ear": ear,
+        "fine_tuning": ft,
+        "ear_boundaries_known": final["EAR, boundaries known"],
+        "oracle": final["oracle routing"],
+        "new_classes_detected": float(np.mean([r["detected"] for r in per_seed])),
+        "hdc_auroc_new_classes": float(np.mean([r["auroc"] for r in per_seed])),
+        "routing_boundaries_known": float(np.mean([r["routing"]["EAR, boundaries known"][-1] for r in per_seed])),
+    }
+    return ClaimCheck(
+        claim="class-incremental (0–4 then 5–9): mean accuracy over both tasks, EAR ≥ fine-tuning + 0.20",
+        passed=bool(ear >= ft + 0.20),
+        numbers=numbers,
+        asserted=False,
+        detail="reported, not asserted (the card's check is on the domain stream)",
+    )
 
 
 # ================================================================= figures
@@ -913,10 +1131,26 @@ def heatmap(matrix, x: list[str], y: list[str], title: str, zmax: float = 1.0):
     import plotly.graph_objects as go
 
     text = [["" if not np.isfinite(v) else f"{v:.2f}" for v in row] for row in matrix]
-    fig = go.Figure(go.Heatmap(z=matrix, x=x, y=y, zmin=0, zmax=zmax, colorscale="Viridis", text=text,
-                               texttemplate="%{text}", hoverongaps=False))
-    fig.update_layout(title=title, template="plotly_white", height=360, yaxis_autorange="reversed",
-                      margin={"l": 120, "r": 20, "t": 50, "b": 50})
+    fig = go.Figure(
+        go.Heatmap(
+            z=matrix,
+            x=x,
+            y=y,
+            zmin=0,
+            zmax=zmax,
+            colorscale="Viridis",
+            text=text,
+            texttemplate="%{text}",
+            hoverongaps=False,
+        )
+    )
+    fig.update_layout(
+        title=title,
+        template="plotly_white",
+        height=360,
+        yaxis_autorange="reversed",
+        margin={"l": 120, "r": 20, "t": 50, "b": 50},
+    )
     return fig
 
 
@@ -932,8 +1166,12 @@ def accuracy_matrices(ex: dict, arms=("EAR", "EAR, boundaries known", "fine-tuni
         fig.add_trace(trace, row=1, col=col)
         fig.update_yaxes(showticklabels=col == 1, row=1, col=col)
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(title="Test accuracy: rows = after that stage of the stream, columns = test domain",
-                      template="plotly_white", height=380, margin={"l": 110, "r": 20, "t": 70, "b": 50})
+    fig.update_layout(
+        title="Test accuracy: rows = after that stage of the stream, columns = test domain",
+        template="plotly_white",
+        height=380,
+        margin={"l": 110, "r": 20, "t": 70, "b": 50},
+    )
     return fig
 
 
@@ -946,8 +1184,14 @@ def score_histograms(ex: dict):
     for name, s in raw.items():
         fig.add_trace(go.Histogram(x=s["hdc"], name=name, opacity=0.6, nbinsx=40, marker_color=colours[name]))
     fig.add_vline(x=ex["theta_source"], line_dash="dash", annotation_text="θ (95% of source validation pass)")
-    fig.update_layout(barmode="overlay", title="HDC score s(x) = max_k cos(H(x), C_k), source descriptors only",
-                      xaxis_title="s(x)", yaxis_title="inputs", template="plotly_white", height=380)
+    fig.update_layout(
+        barmode="overlay",
+        title="HDC score s(x) = max_k cos(H(x), C_k), source descriptors only",
+        xaxis_title="s(x)",
+        yaxis_title="inputs",
+        template="plotly_white",
+        height=380,
+    )
     return fig
 
 
@@ -963,11 +1207,22 @@ def roc_figure(ex: dict):
         for kind, dash in (("hdc", None), ("msp", "dash")):
             y = np.r_[np.ones(len(raw[source][kind])), np.zeros(len(raw[name][kind]))]
             fpr, tpr, _ = roc_curve(y, np.r_[raw[source][kind], raw[name][kind]])
-            fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{name} · {kind.upper()}",
-                                     line={"color": colours[name], "dash": dash}))
-    fig.update_layout(title="ROC: source test (in) vs each new domain (out); HDC solid, MSP dashed",
-                      xaxis_title="false positive rate", yaxis_title="true positive rate", template="plotly_white",
-                      height=400)
+            fig.add_trace(
+                go.Scatter(
+                    x=fpr,
+                    y=tpr,
+                    mode="lines",
+                    name=f"{name} · {kind.upper()}",
+                    line={"color": colours[name], "dash": dash},
+                )
+            )
+    fig.update_layout(
+        title="ROC: source test (in) vs each new domain (out); HDC solid, MSP dashed",
+        xaxis_title="false positive rate",
+        yaxis_title="true positive rate",
+        template="plotly_white",
+        height=400,
+    )
     return fig
 
 
@@ -976,15 +1231,35 @@ def nas_figure(item: dict, name: str, proxy: str):
     import plotly.graph_objects as go
 
     x, acc = item["scores"][proxy], item["acc"]
-    fig = go.Figure(go.Scatter(x=x, y=acc, mode="markers+text", text=item["labels"], textposition="top center",
-                               marker={"size": [6 + 14 * s / max(item["sizes"]) for s in item["sizes"]]},
-                               name="candidates"))
-    fig.add_trace(go.Scatter(x=[x[item["pick"]]], y=[acc[item["pick"]]], mode="markers", name="pick",
-                             marker={"size": 18, "symbol": "star", "color": "#d62728"}))
+    fig = go.Figure(
+        go.Scatter(
+            x=x,
+            y=acc,
+            mode="markers+text",
+            text=item["labels"],
+            textposition="top center",
+            marker={"size": [6 + 14 * s / max(item["sizes"]) for s in item["sizes"]]},
+            name="candidates",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[x[item["pick"]]],
+            y=[acc[item["pick"]]],
+            mode="markers",
+            name="pick",
+            marker={"size": 18, "symbol": "star", "color": "#d62728"},
+        )
+    )
     tau = item.get("tau", {}).get(proxy, float("nan"))
-    fig.update_layout(title=f"{name}: {proxy} at initialisation vs test accuracy after training (τ = {tau:.2f};"
-                            " marker size ∝ parameters)", xaxis_title=f"{proxy} score", yaxis_title="accuracy",
-                      template="plotly_white", height=400)
+    fig.update_layout(
+        title=f"{name}: {proxy} at initialisation vs test accuracy after training (τ = {tau:.2f};"
+        " marker size ∝ parameters)",
+        xaxis_title=f"{proxy} score",
+        yaxis_title="accuracy",
+        template="plotly_white",
+        height=400,
+    )
     return fig
 
 
@@ -997,46 +1272,78 @@ def stream_figure(detection: list[dict], kappa: float):
             x.append(f"{d['name']} #{i + 1}")
             before.append(v)
             after.append(d["after"][i] if d["after"] else None)
-    fig = viz.lines(x, {"on arrival": before, "after growth": after}, mode="lines+markers", xlabel="window",
-                    ylabel="share with s(x) < θ", title="Shift detection over the stream (first seed); dashed: κ")
+    fig = viz.lines(
+        x,
+        {"on arrival": before, "after growth": after},
+        mode="lines+markers",
+        xlabel="window",
+        ylabel="share with s(x) < θ",
+        title="Shift detection over the stream (first seed); dashed: κ",
+    )
     fig.add_hline(y=kappa, line_dash="dash")
     return fig
 
 
 def make_figures(result) -> dict:
     ex, h = result.extras, result.history
-    figs = {"acc_seen": viz.curves(h, "acc_seen", series=list(ARMS), xlabel="stage (domains learned − 1)",
-                                   ylabel="mean accuracy", title="Mean test accuracy over the domains seen so far"),
-            "accuracy_matrix": accuracy_matrices(ex),
-            "ood_scores": score_histograms(ex), "roc": roc_figure(ex)}
+    figs = {
+        "acc_seen": viz.curves(
+            h,
+            "acc_seen",
+            series=list(ARMS),
+            xlabel="stage (domains learned − 1)",
+            ylabel="mean accuracy",
+            title="Mean test accuracy over the domains seen so far",
+        ),
+        "accuracy_matrix": accuracy_matrices(ex),
+        "ood_scores": score_histograms(ex),
+        "roc": roc_figure(ex),
+    }
     names = ex["names"]
-    figs["auroc"] = viz.bars({f"{n} · {k}": ex["auroc_per_seed"][n][k] for n in names[1:]
-                              for k in ("hdc", "msp", "energy", "mahalanobis")},
-                             title="OOD AUROC, source test vs each new domain (source model only)", ylabel="AUROC")
-    figs["stage_auroc"] = viz.curves(h, "stage_auroc", xlabel="stage", ylabel="AUROC",
-                                     title="HDC AUROC at each stage: all known domains (in) vs the next one (out)")
+    figs["auroc"] = viz.bars(
+        {f"{n} · {k}": ex["auroc_per_seed"][n][k] for n in names[1:] for k in ("hdc", "msp", "energy", "mahalanobis")},
+        title="OOD AUROC, source test vs each new domain (source model only)",
+        ylabel="AUROC",
+    )
+    figs["stage_auroc"] = viz.curves(
+        h,
+        "stage_auroc",
+        xlabel="stage",
+        ylabel="AUROC",
+        title="HDC AUROC at each stage: all known domains (in) vs the next one (out)",
+    )
     for learner in LEARNERS:
         owners = [names[o] for o in ex["owners"][learner]]
-        figs[f"routing {learner}"] = heatmap(ex["confusion"][learner], [f"→ {n}" for n in owners], names,
-                                             f"{learner}: share of each test domain routed to each adaptor"
-                                             " (after the stream, first seed)")
+        figs[f"routing {learner}"] = heatmap(
+            ex["confusion"][learner],
+            [f"→ {n}" for n in owners],
+            names,
+            f"{learner}: share of each test domain routed to each adaptor (after the stream, first seed)",
+        )
     figs["stream"] = stream_figure(ex["detection_first_seed"], result.params["kappa"])
     nas = ex["nas_first_seed"]
-    figs["architecture"] = viz.bars({f"{names[k + 1]}: {it['pick_label']}": [it["pick_size"]]
-                                     for k, it in enumerate(nas)},
-                                    title=f"Adaptor chosen by {result.params['proxy']} per domain (parameters)",
-                                    ylabel="parameters (adaptor + head)", show_points=False)
+    figs["architecture"] = viz.bars(
+        {f"{names[k + 1]}: {it['pick_label']}": [it["pick_size"]] for k, it in enumerate(nas)},
+        title=f"Adaptor chosen by {result.params['proxy']} per domain (parameters)",
+        ylabel="parameters (adaptor + head)",
+        show_points=False,
+    )
     for k, it in enumerate(nas):
         if "tau" in it:
             figs[f"nas {names[k + 1]}"] = nas_figure(it, names[k + 1], result.params["proxy"])
     if "tau_per_proxy" in ex:
-        figs["proxy_tau"] = viz.bars(ex["tau_per_proxy"], title="Kendall τ of each proxy with trained accuracy"
-                                     " (one dot per grown domain and seed)", ylabel="τ")
+        figs["proxy_tau"] = viz.bars(
+            ex["tau_per_proxy"],
+            title="Kendall τ of each proxy with trained accuracy (one dot per grown domain and seed)",
+            ylabel="τ",
+        )
     if "class_incremental" in ex:
         ci = ex["class_incremental"]
-        figs["class_incremental"] = viz.bars({a: ci[a] for a in (*ci["arms"], "fine-tuning")},
-                                             title="Class-incremental (0–4 then 5–9): mean accuracy over both tasks",
-                                             ylabel="accuracy")
+        figs["class_incremental"] = viz.bars(
+            {a: ci[a] for a in (*ci["arms"], "fine-tuning")},
+            title="Class-incremental (0–4 then 5–9): mean accuracy over both tasks",
+            ylabel="accuracy",
+        )
     return figs
 
 
@@ -1055,30 +1362,43 @@ def summarise(per_seed: list[dict], ci: list[dict]) -> dict:
     tables, the first seed's raw scores, routing, detection and NAS records, Kendall τ, the class stream."""
     first = per_seed[0]
     names = first["names"]
-    extras = {"names": names,
-              "matrices": {a: seed_mean([r["matrices"][a] for r in per_seed]) for a in ARMS},
-              "matrices_per_seed": [{a: r["matrices"][a].tolist() for a in ARMS} for r in per_seed],
-              "auroc_per_seed": {n: {k: [r["ood"]["auroc"][n][k] for r in per_seed] for k in first["ood"]["auroc"][n]}
-                                 for n in names[1:]},
-              "ood_raw": first["ood"]["raw"], "theta_source": first["ood"]["theta_source"],
-              "confusion": {n: first[f"confusion {n}"] for n in LEARNERS}, "nas_first_seed": first["nas"],
-              "nas": [r["nas"] for r in per_seed], "detection": [r["detection"] for r in per_seed],
-              "detection_first_seed": first["detection"], "owners": first["owners"],
-              "routing": [r["routing"] for r in per_seed], "single_arch": [r["single_arch"] for r in per_seed]}
+    extras = {
+        "names": names,
+        "matrices": {a: seed_mean([r["matrices"][a] for r in per_seed]) for a in ARMS},
+        "matrices_per_seed": [{a: r["matrices"][a].tolist() for a in ARMS} for r in per_seed],
+        "auroc_per_seed": {
+            n: {k: [r["ood"]["auroc"][n][k] for r in per_seed] for k in first["ood"]["auroc"][n]} for n in names[1:]
+        },
+        "ood_raw": first["ood"]["raw"],
+        "theta_source": first["ood"]["theta_source"],
+        "confusion": {n: first[f"confusion {n}"] for n in LEARNERS},
+        "nas_first_seed": first["nas"],
+        "nas": [r["nas"] for r in per_seed],
+        "detection": [r["detection"] for r in per_seed],
+        "detection_first_seed": first["detection"],
+        "owners": first["owners"],
+        "routing": [r["routing"] for r in per_seed],
+        "single_arch": [r["single_arch"] for r in per_seed],
+    }
     ranked = [it for r in per_seed for it in r["nas"] if "tau" in it]
     if ranked:
         extras["tau_per_proxy"] = {k: [it["tau"][k] for it in ranked] for k in PROXIES}
     if ci:
         arms = list(ci[0]["rows"])
         extras["class_incremental"] = {a: [float(np.mean(r["rows"][a][-1])) for r in ci] for a in arms}
-        extras["class_incremental"].update({"fine-tuning": [float(np.mean(r["fine_tuning"][-1])) for r in ci],
-                                            "arms": arms, "per_seed": ci})
+        extras["class_incremental"].update(
+            {"fine-tuning": [float(np.mean(r["fine_tuning"][-1])) for r in ci], "arms": arms, "per_seed": ci}
+        )
     return extras
 
 
 def final_metrics(per_seed: list[dict], claims: list[ClaimCheck]) -> dict:
-    out = {f"acc_{a.replace(' ', '_').replace('-', '_')}": mean_over(per_seed, lambda r: float(np.mean(r["matrices"][a][-1])))
-           for a in ARMS}
+    out = {
+        f"acc_{a.replace(' ', '_').replace('-', '_')}": mean_over(
+            per_seed, lambda r: float(np.mean(r["matrices"][a][-1]))
+        )
+        for a in ARMS
+    }
     out["routing_acc"] = claims[2].numbers["routing_acc"]
     names = per_seed[0]["names"]
     out["min_hdc_auroc"] = min(claims[0].numbers[f"hdc {n}"] for n in names[1:])
@@ -1105,8 +1425,13 @@ def run(ctx: RunContext) -> Outcome:
     per_seed = [run_domain_stream(ctx, p, s, bar) for s in seeds]
     ci = [run_class_stream(ctx, p, s, bar) for s in seeds] if p.class_incremental else []
     bar.close()
-    claims = [claim_ood(per_seed, per_seed[0]["names"]), claim_forgetting(per_seed), claim_routing(per_seed, p.routing),
-              claim_components(per_seed), claim_nas(per_seed, p.proxy)]
+    claims = [
+        claim_ood(per_seed, per_seed[0]["names"]),
+        claim_forgetting(per_seed),
+        claim_routing(per_seed, p.routing),
+        claim_components(per_seed),
+        claim_nas(per_seed, p.proxy),
+    ]
     if ci:
         claims.append(claim_class_incremental(ci))
     extras = summarise(per_seed, ci)

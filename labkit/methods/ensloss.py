@@ -6,10 +6,11 @@ EnsLoss draws those derivatives at random, subject to φ' ≤ 0 and non-decreasi
 J = (1/B) Σ_b g_b · z_b with g detached, so that ∇J = (1/B) Σ_b g_b ∇z_b. The baselines are fixed
 margin losses (BCE, hinge, exponential, focal) on the same network, data, batches and schedule.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -27,37 +28,106 @@ MAIN_METRIC = "test_acc"
 PARAMS = [
     Param("lr", float, quick=1e-2, low=1e-5, high=1.0, log=True, help="SGD learning rate (cosine-decayed to 0)"),
     Param("epochs", int, quick=60, standard=60, full=100, low=1, high=1000, help="training epochs per arm"),
-    Param("n_seeds", int, quick=3, standard=10, full=5, low=1, high=50,
-          help="repeats (seed, seed+1, …): new data draw, split, init and batch order; arms share them"),
-    Param("boxcox_lambda", float, quick=0.0, low=-1.0, high=1.0,
-          help="Box-Cox λ of the derivative family: 0 → −g is log-normal"),
+    Param(
+        "n_seeds",
+        int,
+        quick=3,
+        standard=10,
+        full=5,
+        low=1,
+        high=50,
+        help="repeats (seed, seed+1, …): new data draw, split, init and batch order; arms share them",
+    ),
+    Param(
+        "boxcox_lambda",
+        float,
+        quick=0.0,
+        low=-1.0,
+        high=1.0,
+        help="Box-Cox λ of the derivative family: 0 → −g is log-normal",
+    ),
     Param("clip", float, quick=-1.0, low=-10.0, high=-0.01, help="lower bound on a drawn derivative"),
     Param("width", int, quick=256, full=1024, low=2, high=4096, help="hidden units per MLP layer"),
     Param("depth", int, quick=3, low=1, high=8, help="hidden layers of the MLP (ReLU + BatchNorm)"),
-    Param("signal_scale", float, quick=2.0, low=0.1, high=20.0, log=True,
-          help="×score before the sigmoid in the simulator: smaller = noisier labels (2 → Bayes acc ≈ 0.8)"),
+    Param(
+        "signal_scale",
+        float,
+        quick=2.0,
+        low=0.1,
+        high=20.0,
+        log=True,
+        help="×score before the sigmoid in the simulator: smaller = noisier labels (2 → Bayes acc ≈ 0.8)",
+    ),
     Param("n", int, quick=1500, full=5000, low=100, high=200_000, help="simulator samples (70% train, 30% test)"),
     Param("d", int, quick=100, low=1, high=10_000, main=False, help="simulator features"),
-    Param("batch_size", int, quick=128, low=2, high=4096, main=False,
-          help="batch size (capped at n_train // 4 on small sets); the last incomplete batch is dropped"),
+    Param(
+        "batch_size",
+        int,
+        quick=128,
+        low=2,
+        high=4096,
+        main=False,
+        help="batch size (capped at n_train // 4 on small sets); the last incomplete batch is dropped",
+    ),
     Param("weight_decay", float, quick=5e-6, low=0.0, high=0.1, main=False, help="SGD weight decay"),
     Param("momentum", float, quick=0.9, low=0.0, high=0.99, main=False, help="SGD momentum"),
-    Param("losses", str, quick=LOSS_SETS[0], standard=LOSS_SETS[1], full=LOSS_SETS[1], choices=LOSS_SETS, main=False,
-          help="arms trained side by side"),
-    Param("n_large", int, quick=0, standard=5000, full=0, low=0, high=200_000, main=False,
-          help="a second simulator task with this many samples (0 = none)"),
-    Param("breast_cancer", bool, quick=False, standard=True, full=True, main=False,
-          help="also scikit-learn's breast-cancer set with `flip` of its training labels flipped"),
-    Param("flip", float, quick=0.2, low=0.0, high=0.5, main=False,
-          help="fraction of training labels flipped on breast-cancer and digits tasks (test labels stay clean)"),
-    Param("digits_pairs", int, quick=0, standard=0, full=9, low=0, high=45, main=False,
-          help="digits class pairs (of 45, evenly spread), 8×8 upsampled to 32×32, small CNN"),
+    Param(
+        "losses",
+        str,
+        quick=LOSS_SETS[0],
+        standard=LOSS_SETS[1],
+        full=LOSS_SETS[1],
+        choices=LOSS_SETS,
+        main=False,
+        help="arms trained side by side",
+    ),
+    Param(
+        "n_large",
+        int,
+        quick=0,
+        standard=5000,
+        full=0,
+        low=0,
+        high=200_000,
+        main=False,
+        help="a second simulator task with this many samples (0 = none)",
+    ),
+    Param(
+        "breast_cancer",
+        bool,
+        quick=False,
+        standard=True,
+        full=True,
+        main=False,
+        help="also scikit-learn's breast-cancer set with `flip` of its training labels flipped",
+    ),
+    Param(
+        "flip",
+        float,
+        quick=0.2,
+        low=0.0,
+        high=0.5,
+        main=False,
+        help="fraction of training labels flipped on breast-cancer and digits tasks (test labels stay clean)",
+    ),
+    Param(
+        "digits_pairs",
+        int,
+        quick=0,
+        standard=0,
+        full=9,
+        low=0,
+        high=45,
+        main=False,
+        help="digits class pairs (of 45, evenly spread), 8×8 upsampled to 32×32, small CNN",
+    ),
 ]
 
 TAIL_EPS = 1e-6
 
 
 # --- the losses, all on margins z = y·f(x) with y ∈ {−1, +1}, mean over the batch -----------------------------
+
 
 def bce_margin_loss(margins: torch.Tensor) -> torch.Tensor:
     """Logistic loss φ(z) = log(1 + e^{−z}) = softplus(−z); equals BCE-with-logits for t = (y + 1)/2."""
@@ -80,11 +150,15 @@ def focal_loss(margins: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
 
 
 FIXED_LOSSES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "bce": bce_margin_loss, "hinge": hinge_loss, "exponential": exponential_loss, "focal": focal_loss,
+    "bce": bce_margin_loss,
+    "hinge": hinge_loss,
+    "exponential": exponential_loss,
+    "focal": focal_loss,
 }
 
 
 # --- EnsLoss ---------------------------------------------------------------------------------------------------
+
 
 def boxcox_inverse(xi: torch.Tensor, lam: float) -> torch.Tensor:
     """Inverse Box-Cox: BCinv_0(ξ) = e^ξ, BCinv_λ(ξ) = max(1 + λξ, 0)^{1/λ} for λ ≠ 0."""
@@ -93,8 +167,9 @@ def boxcox_inverse(xi: torch.Tensor, lam: float) -> torch.Tensor:
     return torch.clamp(1.0 + lam * xi, min=0.0) ** (1.0 / lam)
 
 
-def ensloss_derivatives(margins: torch.Tensor, generator: torch.Generator, boxcox_lambda: float = 0.0,
-                        clip: float = -1.0) -> torch.Tensor:
+def ensloss_derivatives(
+    margins: torch.Tensor, generator: torch.Generator, boxcox_lambda: float = 0.0, clip: float = -1.0
+) -> torch.Tensor:
     """One random calibrated convex loss derivative g_b = φ'(z_b) per sample (detached).
 
     1. ξ_b ~ N(0, 1) (from ``generator``), u_b = −BCinv_λ(ξ_b);  2. sort u ascending, clip to u ≥ ``clip``;
@@ -132,29 +207,42 @@ def arm_objective(arm: str, margins: torch.Tensor, generator: torch.Generator, p
 
 # --- the claim -------------------------------------------------------------------------------------------------
 
+
 def ensloss_claim(final: dict, best: dict) -> ClaimCheck:
     """The card's claim, on mean test accuracy over seeds (values: one number or one per seed):
     final(EnsLoss) ≥ final(hinge) + 1 pt, final(EnsLoss) ≥ final(BCE) − 0.5 pt, best(EnsLoss) ≥ best(BCE) + 1 pt."""
     f = {k: float(np.mean(v)) for k, v in final.items()}
     b = {k: float(np.mean(v)) for k, v in best.items()}
-    gaps = {"final ensloss − hinge (pts)": 100 * (f["ensloss"] - f["hinge"]),
-            "final ensloss − bce (pts)": 100 * (f["ensloss"] - f["bce"]),
-            "best ensloss − bce (pts)": 100 * (b["ensloss"] - b["bce"])}
+    gaps = {
+        "final ensloss − hinge (pts)": 100 * (f["ensloss"] - f["hinge"]),
+        "final ensloss − bce (pts)": 100 * (f["ensloss"] - f["bce"]),
+        "best ensloss − bce (pts)": 100 * (b["ensloss"] - b["bce"]),
+    }
     tol = 1e-7
-    passed = (gaps["final ensloss − hinge (pts)"] >= 1.0 - tol and gaps["final ensloss − bce (pts)"] >= -0.5 - tol
-              and gaps["best ensloss − bce (pts)"] >= 1.0 - tol)
-    numbers = {**{f"final {k}": round(f[k], 4) for k in ("ensloss", "bce", "hinge")},
-               **{f"best {k}": round(b[k], 4) for k in ("ensloss", "bce")},
-               **{k: round(v, 2) for k, v in gaps.items()}}
+    passed = (
+        gaps["final ensloss − hinge (pts)"] >= 1.0 - tol
+        and gaps["final ensloss − bce (pts)"] >= -0.5 - tol
+        and gaps["best ensloss − bce (pts)"] >= 1.0 - tol
+    )
+    numbers = {
+        **{f"final {k}": round(f[k], 4) for k in ("ensloss", "bce", "hinge")},
+        **{f"best {k}": round(b[k], 4) for k in ("ensloss", "bce")},
+        **{k: round(v, 2) for k, v in gaps.items()},
+    }
     return ClaimCheck(
         claim="EnsLoss final test acc ≥ hinge + 1 pt and ≥ BCE − 0.5 pt; best-epoch ≥ BCE + 1 pt (mean over seeds)",
-        passed=bool(passed), numbers=numbers, detail=_per_seed_text(final, best))
+        passed=bool(passed),
+        numbers=numbers,
+        detail=_per_seed_text(final, best),
+    )
 
 
 def _per_seed_text(final: dict, best: dict) -> str:
     def row(name, values):
-        return f"{name}: " + ", ".join(f"{k} " + " ".join(f"{x:.3f}" for x in np.atleast_1d(v))
-                                       for k, v in values.items())
+        return f"{name}: " + ", ".join(
+            f"{k} " + " ".join(f"{x:.3f}" for x in np.atleast_1d(v)) for k, v in values.items()
+        )
+
     return "per seed — " + row("final", final) + " | " + row("best", best)
 
 
@@ -184,12 +272,17 @@ def paired_claim(table) -> ClaimCheck:
     """Reported, not asserted: EnsLoss is worse than no baseline on any task (paired t-test, p < 0.05)."""
     verdicts = paired_verdicts(table)
     numbers = {f"vs {b} {k}": v for b, c in verdicts.items() for k, v in c.items()}
-    return ClaimCheck(claim="No fixed loss beats EnsLoss significantly on any task (paired t-test over seeds, p < 0.05)",
-                      passed=all(c["worse"] == 0 for c in verdicts.values()), numbers=numbers, asserted=False,
-                      detail=f"{table['task'].nunique()} task(s), {table['seed'].nunique()} seeds")
+    return ClaimCheck(
+        claim="No fixed loss beats EnsLoss significantly on any task (paired t-test over seeds, p < 0.05)",
+        passed=all(c["worse"] == 0 for c in verdicts.values()),
+        numbers=numbers,
+        asserted=False,
+        detail=f"{table['task'].nunique()} task(s), {table['seed'].nunique()} seeds",
+    )
 
 
 # --- data and models -------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Task:
@@ -209,8 +302,17 @@ def small_cnn(channels: int = 16) -> nn.Module:
 
     def block(cin, cout):
         return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
-    return nn.Sequential(*block(1, c), nn.MaxPool2d(2), *block(c, 2 * c), nn.MaxPool2d(2), *block(2 * c, 4 * c),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * c, 1))
+
+    return nn.Sequential(
+        *block(1, c),
+        nn.MaxPool2d(2),
+        *block(c, 2 * c),
+        nn.MaxPool2d(2),
+        *block(2 * c, 4 * c),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * c, 1),
+    )
 
 
 def _to_task(name, split: tabular.Split, device, make_model, shape=None) -> Task:
@@ -219,8 +321,15 @@ def _to_task(name, split: tabular.Split, device, make_model, shape=None) -> Task
         if shape is not None:  # images: (n, 64) → (n, 1, 32, 32)
             t = F.interpolate(t.reshape(-1, 1, *shape), size=(32, 32), mode="bilinear", align_corners=False)
         return t
-    return Task(name, tensor(split.X_train), torch.as_tensor(split.y_train, device=device, dtype=torch.float32),
-                tensor(split.X_test), torch.as_tensor(split.y_test, device=device, dtype=torch.float32), make_model)
+
+    return Task(
+        name,
+        tensor(split.X_train),
+        torch.as_tensor(split.y_train, device=device, dtype=torch.float32),
+        tensor(split.X_test),
+        torch.as_tensor(split.y_test, device=device, dtype=torch.float32),
+        make_model,
+    )
 
 
 def _mlp_factory(d: int, p):
@@ -248,6 +357,7 @@ def build_tasks(p, seed: int, device) -> list[Task]:
 
 
 # --- training --------------------------------------------------------------------------------------------------
+
 
 @torch.no_grad()
 def accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
@@ -277,8 +387,13 @@ def train_arm(ctx: RunContext, task: Task, arm: str, seed: int, series: str, bar
     model = task.make_model().to(ctx.device)
     opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p.epochs)
-    state = {"step": 0, "diverged_at": None, "snapshot": None, "order": torch.Generator().manual_seed(seed),
-             "draws": torch.Generator().manual_seed(seed + 7919)}
+    state = {
+        "step": 0,
+        "diverged_at": None,
+        "snapshot": None,
+        "order": torch.Generator().manual_seed(seed),
+        "draws": torch.Generator().manual_seed(seed + 7919),
+    }
     test_curve = []
     for epoch in range(1, p.epochs + 1):
         train_acc = train_epoch(ctx, model, opt, task, arm, state, series, epoch, snap=epoch == snap_epoch)
@@ -288,13 +403,20 @@ def train_arm(ctx: RunContext, task: Task, arm: str, seed: int, series: str, bar
         if state["diverged_at"]:
             break
         sched.step()
-    return {"diverged_at": state["diverged_at"], "snapshot": state["snapshot"], "final_test_acc": test_curve[-1],
-            "best_test_acc": max(test_curve), "best_epoch": int(np.argmax(test_curve)) + 1,
-            "final_train_acc": accuracy(model, task.X_train, task.y_train), "test_auc": test_auc(model, task)}
+    return {
+        "diverged_at": state["diverged_at"],
+        "snapshot": state["snapshot"],
+        "final_test_acc": test_curve[-1],
+        "best_test_acc": max(test_curve),
+        "best_epoch": int(np.argmax(test_curve)) + 1,
+        "final_train_acc": accuracy(model, task.X_train, task.y_train),
+        "test_auc": test_auc(model, task),
+    }
 
 
-def train_epoch(ctx: RunContext, model, opt, task: Task, arm: str, state: dict, series: str, epoch: int,
-                snap: bool = False) -> float:
+def train_epoch(
+    ctx: RunContext, model, opt, task: Task, arm: str, state: dict, series: str, epoch: int, snap: bool = False
+) -> float:
     """One SGD pass over the shuffled training set, last incomplete batch dropped (BatchNorm needs B > 1).
 
     Returns the running training accuracy, the fraction of z_b = y_b·f(x_b) > 0 over the epoch's batches
@@ -333,16 +455,28 @@ def derivative_draws(z: np.ndarray, g: np.ndarray, p, seed: int, n_more: int = 2
     draws = [g[order]] + [ensloss_derivatives(z_t, gen, p.boxcox_lambda, p.clip).numpy() for _ in range(n_more)]
     zs = z[order].astype(float)
     bce = np.logaddexp(0.0, -zs)
-    return {"z": zs, "draws": [d.astype(float) for d in draws], "bce_derivative": -1.0 / (1.0 + np.exp(zs)),
-            "implied": [implied_loss(zs, d.astype(float)) for d in draws], "bce_loss": bce - bce[-1]}
+    return {
+        "z": zs,
+        "draws": [d.astype(float) for d in draws],
+        "bce_derivative": -1.0 / (1.0 + np.exp(zs)),
+        "implied": [implied_loss(zs, d.astype(float)) for d in draws],
+        "bce_loss": bce - bce[-1],
+    }
 
 
 # --- figures ---------------------------------------------------------------------------------------------------
 
+
 def accuracy_figure(history, arms):
     """Test accuracy (solid) and running train accuracy (dotted) per epoch per loss, mean ± std over seeds."""
-    fig = viz.curves(history, "test_acc", series=arms, xlabel="epoch", ylabel="accuracy",
-                     title="Train (dotted) and test (solid) accuracy: the overfitting gap")
+    fig = viz.curves(
+        history,
+        "test_acc",
+        series=arms,
+        xlabel="epoch",
+        ylabel="accuracy",
+        title="Train (dotted) and test (solid) accuracy: the overfitting gap",
+    )
     for trace in viz.curves(history, "train_acc", series=arms, band=False).data:
         trace.update(line={"dash": "dot", "color": trace.line.color}, name=f"{trace.name} (train)")
         fig.add_trace(trace)
@@ -352,13 +486,21 @@ def accuracy_figure(history, arms):
 def derivative_figures(d: dict) -> dict:
     """g vs z for the recorded draws with BCE's −σ(−z); and their implied losses φ(z) with BCE's log(1 + e^{−z})."""
     ys = {f"EnsLoss draw {k + 1}": g for k, g in enumerate(d["draws"])}
-    deriv = viz.lines(d["z"], {**ys, "BCE: −σ(−z)": d["bce_derivative"]}, mode="lines+markers",
-                      title="Assigned derivative g vs margin z (one batch, three draws)", xlabel="margin z",
-                      ylabel="g = φ'(z)")
-    implied = viz.lines(d["z"], {**{f"EnsLoss draw {k + 1}": v for k, v in enumerate(d["implied"])},
-                                 "BCE log(1+e^{−z})": d["bce_loss"]},
-                        title="Implied convex losses φ(z) = ∫_z^{z_max} −g (anchored at 0 on the right)",
-                        xlabel="margin z", ylabel="φ(z) − φ(z_max)")
+    deriv = viz.lines(
+        d["z"],
+        {**ys, "BCE: −σ(−z)": d["bce_derivative"]},
+        mode="lines+markers",
+        title="Assigned derivative g vs margin z (one batch, three draws)",
+        xlabel="margin z",
+        ylabel="g = φ'(z)",
+    )
+    implied = viz.lines(
+        d["z"],
+        {**{f"EnsLoss draw {k + 1}": v for k, v in enumerate(d["implied"])}, "BCE log(1+e^{−z})": d["bce_loss"]},
+        title="Implied convex losses φ(z) = ∫_z^{z_max} −g (anchored at 0 on the right)",
+        xlabel="margin z",
+        ylabel="φ(z) − φ(z_max)",
+    )
     return {"derivatives": deriv, "implied_loss": implied}
 
 
@@ -381,12 +523,16 @@ def make_figures(result) -> dict:
     if result.extras.get("derivatives"):
         figs.update(derivative_figures(result.extras["derivatives"]))
     if table["task"].nunique() > 1:
-        figs["tasks"] = viz.bars(gain_per_task(table), ylabel="points",
-                                 title="EnsLoss − BCE final test accuracy per task (points; dots: seeds)")
+        figs["tasks"] = viz.bars(
+            gain_per_task(table),
+            ylabel="points",
+            title="EnsLoss − BCE final test accuracy per task (points; dots: seeds)",
+        )
     return figs
 
 
 # --- the experiment --------------------------------------------------------------------------------------------
+
 
 @method_run(PARAMS, figures=make_figures, threads={"quick": 1, "standard": 1})
 def run(ctx: RunContext) -> Outcome:
@@ -407,8 +553,14 @@ def run(ctx: RunContext) -> Outcome:
                 snapshot = res.pop("snapshot") if want else snapshot
                 if res["diverged_at"]:
                     diverged.append({"task": task.name, "arm": arm, "seed": seed, **res["diverged_at"]})
-                rows.append({"task": task.name, "arm": arm, "seed": seed,
-                             **{k: v for k, v in res.items() if k not in ("diverged_at", "snapshot")}})
+                rows.append(
+                    {
+                        "task": task.name,
+                        "arm": arm,
+                        "seed": seed,
+                        **{k: v for k, v in res.items() if k not in ("diverged_at", "snapshot")},
+                    }
+                )
     bar.close()
     return _outcome(rows, arms, diverged, snapshot, p, ctx.seed)
 
@@ -418,16 +570,26 @@ def _outcome(rows, arms, diverged, snapshot, p, seed) -> Outcome:
 
     table = pd.DataFrame(rows)
     sim = table[table["task"] == "sim"]
-    metrics = {f"{m}_{a}": float(by_seed(sim, a, m).mean()) for m in
-               ("final_test_acc", "best_test_acc", "final_train_acc", "test_auc") for a in arms}
-    claim = ensloss_claim({a: by_seed(sim, a) for a in ("ensloss", "bce", "hinge")},
-                          {a: by_seed(sim, a, "best_test_acc") for a in ("ensloss", "bce", "hinge")})
+    metrics = {
+        f"{m}_{a}": float(by_seed(sim, a, m).mean())
+        for m in ("final_test_acc", "best_test_acc", "final_train_acc", "test_auc")
+        for a in arms
+    }
+    claim = ensloss_claim(
+        {a: by_seed(sim, a) for a in ("ensloss", "bce", "hinge")},
+        {a: by_seed(sim, a, "best_test_acc") for a in ("ensloss", "bce", "hinge")},
+    )
     if diverged:
         claim.detail += "\n    diverged (stopped): " + "; ".join(
-            f"{d['arm']} on {d['task']}, seed {d['seed']}, epoch {d['epoch']}" for d in diverged)
+            f"{d['arm']} on {d['task']}, seed {d['seed']}, epoch {d['epoch']}" for d in diverged
+        )
     claims = [claim]
     if table["seed"].nunique() > 1:
         claims.append(paired_claim(table))
-    extras = {"per_seed": table, "diverged": diverged, "arms": arms,
-              "derivatives": derivative_draws(*snapshot, p, seed) if snapshot else None}
+    extras = {
+        "per_seed": table,
+        "diverged": diverged,
+        "arms": arms,
+        "derivatives": derivative_draws(*snapshot, p, seed) if snapshot else None,
+    }
     return Outcome(metrics=metrics, claims=claims, extras=extras)

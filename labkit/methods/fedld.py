@@ -9,8 +9,9 @@ data, L = loss on the union, w_i = local models, w_glob = the aggregated model):
 
 FedLD attacks the shift term on the clients with a margin-control loss (CE + λ·log(1 + ‖softmax‖_F²))
 and the aggregation term on the server with a principal-gradient aggregation of the client updates.
-The simulator (local SGD, FedAvg, FedProx, the round loop) is :mod:`labkit.core.federated`.
+The simulator (local SGD, FedAvg, FedProx, the round loop) is :mod:`labkit.substrates.federated`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,41 +24,119 @@ from torch.nn import functional as F
 
 from labkit import viz
 from labkit.core import ClaimCheck, Outcome, Param, RunContext, method_run
-from labkit.core.federated import (Client, LocalSGD, aggregate, accuracy, cross_evaluate, fedavg,
-                                   federated_round, flatten_update, model_state, plain_mean)
-from labkit.data.federated import (client_arrays, dirichlet_split, label_proportions, load_digits_split,
-                                   random_feature_shifts)
+from labkit.data.federated import (
+    client_arrays,
+    dirichlet_split,
+    label_proportions,
+    load_digits_split,
+    random_feature_shifts,
+)
 from labkit.models import MLP
+from labkit.substrates.federated import (
+    Client,
+    LocalSGD,
+    accuracy,
+    aggregate,
+    cross_evaluate,
+    fedavg,
+    federated_round,
+    flatten_update,
+    model_state,
+    plain_mean,
+)
 
 MAIN_METRIC = "test_acc"
 PARAMS = [
     Param("n_clients", int, quick=5, standard=10, full=20, low=2, high=50, help="number of clients m"),
-    Param("alpha", float, quick=0.5, standard=0.1, full=0.5, low=0.01, high=1000.0, log=True,
-          help="Dirichlet α of the label skew (small = each client sees few classes)"),
-    Param("feature_shift", bool, quick=False, standard=False, full=True,
-          help="give every client its own translation + contrast/brightness shift (as hospitals' scanners)"),
+    Param(
+        "alpha",
+        float,
+        quick=0.5,
+        standard=0.1,
+        full=0.5,
+        low=0.01,
+        high=1000.0,
+        log=True,
+        help="Dirichlet α of the label skew (small = each client sees few classes)",
+    ),
+    Param(
+        "feature_shift",
+        bool,
+        quick=False,
+        standard=False,
+        full=True,
+        help="give every client its own translation + contrast/brightness shift (as hospitals' scanners)",
+    ),
     Param("rounds", int, quick=25, standard=50, full=200, low=1, high=1000, help="communication rounds"),
     Param("local_epochs", int, quick=1, low=1, high=20, help="local epochs per round"),
     Param("lam", float, quick=0.1, low=0.0, high=10.0, help="FedLD's margin-control weight λ"),
-    Param("k_proportion", float, quick=0.8, low=0.05, high=1.0,
-          help="share of principal directions kept, k = max(1, ⌊k_proportion·m⌋)"),
-    Param("lam_margin", float, quick=1.0, low=0.0, high=10.0, main=False,
-          help="λ of the margin-only arm (the mechanism check uses λ = 1)"),
+    Param(
+        "k_proportion",
+        float,
+        quick=0.8,
+        low=0.05,
+        high=1.0,
+        help="share of principal directions kept, k = max(1, ⌊k_proportion·m⌋)",
+    ),
+    Param(
+        "lam_margin",
+        float,
+        quick=1.0,
+        low=0.0,
+        high=10.0,
+        main=False,
+        help="λ of the margin-only arm (the mechanism check uses λ = 1)",
+    ),
     Param("mu", float, quick=0.01, low=0.0, high=10.0, main=False, help="FedProx proximal weight μ"),
-    Param("extra_arms", bool, quick=False, standard=True, full=True, main=False,
-          help="also train FedProx and principal-only (λ = 0)"),
-    Param("norm_match", bool, quick=False, main=False,
-          help="diagnostic, not in the paper: stretch each tensor's principal update to the FedAvg update's length"),
-    Param("model", str, quick="mlp", full="cnn", choices=("mlp", "cnn"), main=False,
-          help="MLP 64→hidden→10, or a small CNN on the 8×8 images"),
+    Param(
+        "extra_arms",
+        bool,
+        quick=False,
+        standard=True,
+        full=True,
+        main=False,
+        help="also train FedProx and principal-only (λ = 0)",
+    ),
+    Param(
+        "norm_match",
+        bool,
+        quick=False,
+        main=False,
+        help="diagnostic, not in the paper: stretch each tensor's principal update to the FedAvg update's length",
+    ),
+    Param(
+        "model",
+        str,
+        quick="mlp",
+        full="cnn",
+        choices=("mlp", "cnn"),
+        main=False,
+        help="MLP 64→hidden→10, or a small CNN on the 8×8 images",
+    ),
     Param("hidden", int, quick=64, low=4, high=1024, main=False, help="MLP hidden width"),
     Param("lr", float, quick=0.05, low=1e-5, high=1.0, log=True, main=False, help="local SGD learning rate"),
     Param("momentum", float, quick=0.5, low=0.0, high=0.99, main=False, help="local SGD momentum"),
     Param("weight_decay", float, quick=5e-4, low=0.0, high=0.1, main=False, help="local SGD weight decay"),
-    Param("batch_size", int, quick=32, low=1, high=1024, main=False,
-          help="local batch size (the margin term's strength depends on it: ‖P‖_F is over the batch)"),
-    Param("n_seeds", int, quick=2, standard=3, full=3, low=1, high=20, main=False,
-          help="seeds ctx.seed + k: each draws its own split, shifts and initial model"),
+    Param(
+        "batch_size",
+        int,
+        quick=32,
+        low=1,
+        high=1024,
+        main=False,
+        help="local batch size (the margin term's strength depends on it: ‖P‖_F is over the batch)",
+    ),
+    Param(
+        "n_seeds",
+        int,
+        quick=2,
+        standard=3,
+        full=3,
+        low=1,
+        high=20,
+        main=False,
+        help="seeds ctx.seed + k: each draws its own split, shifts and initial model",
+    ),
 ]
 
 
@@ -74,7 +153,7 @@ def margin_control_loss(logits: torch.Tensor, y: torch.Tensor, lam: float) -> to
     if lam == 0:
         return ce
     p = torch.softmax(logits, dim=1)
-    return ce + lam * torch.log1p((p ** 2).sum())
+    return ce + lam * torch.log1p((p**2).sum())
 
 
 def softmax_sq_norm(logits: torch.Tensor) -> torch.Tensor:
@@ -145,7 +224,7 @@ def loss_decomposition(cross_loss: torch.Tensor, global_loss: torch.Tensor, size
     p = torch.as_tensor(sizes).detach().cpu().double()
     p = p / p.sum()
     own = torch.diagonal(C)
-    on_union = C @ p                       # L(w_i) = Σ_j p_j L_j(w_i)
+    on_union = C @ p  # L(w_i) = Σ_j p_j L_j(w_i)
     local = float(p @ own)
     shift = float(p @ (on_union - own))
     agg = float(p @ g - p @ on_union)
@@ -164,9 +243,16 @@ class SmallCNN(nn.Sequential):
     """x (B, side²) → 1×side×side → conv(16) → ReLU → conv(32) → ReLU → maxpool 2 → linear(C)."""
 
     def __init__(self, side: int = 8, n_classes: int = 10):
-        super().__init__(nn.Unflatten(1, (1, side, side)), nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(32 * (side // 2) ** 2, n_classes))
+        super().__init__(
+            nn.Unflatten(1, (1, side, side)),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * (side // 2) ** 2, n_classes),
+        )
 
 
 def build_model(p, side: int, n_classes: int) -> nn.Module:
@@ -211,11 +297,19 @@ def make_federation(p, seed: int, device) -> Federation:
 
     def t(a):
         return torch.as_tensor(a, device=device)
+
     clients = [Client(t(xi), t(yi)) for xi, yi in arrays]
     owner = torch.cat([torch.full((c.n,), i, dtype=torch.long, device=device) for i, c in enumerate(clients)])
-    return Federation(clients, torch.cat([c.x for c in clients]), torch.cat([c.y for c in clients]), owner,
-                      t(x_test), t(data.y_test), [t(v) for v in views],
-                      label_proportions(data.y_train, parts, data.n_classes))
+    return Federation(
+        clients,
+        torch.cat([c.x for c in clients]),
+        torch.cat([c.y for c in clients]),
+        owner,
+        t(x_test),
+        t(data.y_test),
+        [t(v) for v in views],
+        label_proportions(data.y_train, parts, data.n_classes),
+    )
 
 
 @dataclass(frozen=True)
@@ -232,12 +326,16 @@ class Arm:
 def arms_for(p) -> list[Arm]:
     """FedAvg, margin-only and FedLD; with ``extra_arms`` also FedProx and principal-only."""
     stretched = " (norm-matched)" if p.norm_match else ""
-    arms = [Arm("fedavg", "FedAvg"),
-            Arm("margin", f"margin-only λ={p.lam_margin:g}", lam=p.lam_margin),
-            Arm("fedld", f"FedLD λ={p.lam:g} + principal{stretched}", lam=p.lam, principal=True)]
+    arms = [
+        Arm("fedavg", "FedAvg"),
+        Arm("margin", f"margin-only λ={p.lam_margin:g}", lam=p.lam_margin),
+        Arm("fedld", f"FedLD λ={p.lam:g} + principal{stretched}", lam=p.lam, principal=True),
+    ]
     if p.extra_arms:
-        arms += [Arm("fedprox", f"FedProx μ={p.mu:g}", mu=p.mu),
-                 Arm("principal", f"principal-only{stretched}", principal=True)]
+        arms += [
+            Arm("fedprox", f"FedProx μ={p.mu:g}", mu=p.mu),
+            Arm("principal", f"principal-only{stretched}", principal=True),
+        ]
     return arms
 
 
@@ -297,17 +395,23 @@ def round_metrics(model: nn.Module, worker: nn.Module, rr, fed: Federation) -> d
     their gap, the size-weighted confidence Σ_i p_i·mean‖softmax‖² of local model i on its own data,
     and the global test accuracy."""
     m = len(fed.clients)
-    stats = cross_evaluate(rr.local_states + [model_state(model)], worker, fed.x, fed.y, fed.owner, m,
-                           loss_and_confidence)
+    stats = cross_evaluate(
+        rr.local_states + [model_state(model)], worker, fed.x, fed.y, fed.owner, m, loss_and_confidence
+    )
     terms = loss_decomposition(stats["loss"][:m], stats["loss"][m], fed.sizes)
     with torch.no_grad():
         model.eval()
         measured = float(F.cross_entropy(model(fed.x), fed.y))
     own_conf = torch.diagonal(stats["conf"][:m]).cpu()
-    return {"loss_global": measured, "loss_local": terms["local"], "loss_shift": terms["shift"],
-            "loss_agg": terms["aggregation"], "decomp_gap": abs(terms["total"] - measured),
-            "confidence": float(fed.sizes @ own_conf / fed.sizes.sum()),
-            "test_acc": accuracy(model, fed.x_test, fed.y_test)}
+    return {
+        "loss_global": measured,
+        "loss_local": terms["local"],
+        "loss_shift": terms["shift"],
+        "loss_agg": terms["aggregation"],
+        "decomp_gap": abs(terms["total"] - measured),
+        "confidence": float(fed.sizes @ own_conf / fed.sizes.sum()),
+        "test_acc": accuracy(model, fed.x_test, fed.y_test),
+    }
 
 
 def update_spectrum(rr, index: int = SPECTRUM_TENSOR_INDEX) -> list[float]:
@@ -336,8 +440,13 @@ def train_arm(ctx: RunContext, arm: Arm, fed: Federation, seed: int, bar) -> dic
         if arm.principal and r + 1 in spectrum_rounds(p.rounds):
             spectra[r + 1] = update_spectrum(rr)
         bar.update(1)
-    return {"acc": row["test_acc"], "conf": row["confidence"], "max_gap": max(gaps), "spectra": spectra,
-            "per_client": client_view_accuracy(model, fed, 10)}
+    return {
+        "acc": row["test_acc"],
+        "conf": row["confidence"],
+        "max_gap": max(gaps),
+        "spectra": spectra,
+        "per_client": client_view_accuracy(model, fed, 10),
+    }
 
 
 def spectrum_rounds(rounds: int) -> list[int]:
@@ -357,8 +466,10 @@ def claim_decomposition(final: dict, n_checks: int) -> ClaimCheck:
     gap = max(v["max_gap"] for per_seed in final.values() for v in per_seed)
     return ClaimCheck(
         claim="the three loss terms sum to the measured global training loss within 1e-4 at every round",
-        passed=gap <= 1e-4, numbers={"max_abs_gap": gap, "rounds_checked": n_checks},
-        detail="terms from per-client losses of each local model; L(w_glob) from one forward pass on the union")
+        passed=gap <= 1e-4,
+        numbers={"max_abs_gap": gap, "rounds_checked": n_checks},
+        detail="terms from per-client losses of each local model; L(w_glob) from one forward pass on the union",
+    )
 
 
 def claim_mechanism(final: dict, seeds: list[int]) -> ClaimCheck:
@@ -366,41 +477,62 @@ def claim_mechanism(final: dict, seeds: list[int]) -> ClaimCheck:
     conf_avg, conf_m = mean([v["conf"] for v in final["fedavg"]]), mean([v["conf"] for v in final["margin"]])
     acc_avg, acc_m = mean([v["acc"] for v in final["fedavg"]]), mean([v["acc"] for v in final["margin"]])
     cut = 1 - conf_m / conf_avg
-    numbers = {"conf_fedavg": conf_avg, "conf_margin": conf_m, "conf_cut": cut,
-               "acc_fedavg": acc_avg, "acc_margin": acc_m, "acc_diff": acc_m - acc_avg}
+    numbers = {
+        "conf_fedavg": conf_avg,
+        "conf_margin": conf_m,
+        "conf_cut": cut,
+        "acc_fedavg": acc_avg,
+        "acc_margin": acc_m,
+        "acc_diff": acc_m - acc_avg,
+    }
     return ClaimCheck(
         claim="mechanism: margin control cuts local models' mean ‖softmax‖² on own data by ≥ 50% vs FedAvg, "
-              "while margin-only test accuracy is at most 1 point below FedAvg",
-        passed=bool(cut >= 0.5 and acc_m >= acc_avg - 0.01), numbers=numbers,
-        detail=f"final round, mean over seeds {seeds}")
+        "while margin-only test accuracy is at most 1 point below FedAvg",
+        passed=bool(cut >= 0.5 and acc_m >= acc_avg - 0.01),
+        numbers=numbers,
+        detail=f"final round, mean over seeds {seeds}",
+    )
 
 
 def claim_accuracy(final: dict, seeds: list[int], feature_shift: bool) -> ClaimCheck:
     """Claim 3 (reported, not asserted): FedLD's final test accuracy above FedAvg's."""
-    numbers = {"acc_fedavg": mean([v["acc"] for v in final["fedavg"]]),
-               "acc_fedld": mean([v["acc"] for v in final["fedld"]])}
+    numbers = {
+        "acc_fedavg": mean([v["acc"] for v in final["fedavg"]]),
+        "acc_fedld": mean([v["acc"] for v in final["fedld"]]),
+    }
     for s, a, b in zip(seeds, final["fedavg"], final["fedld"]):
         numbers[f"seed{s}_fedavg"], numbers[f"seed{s}_fedld"] = a["acc"], b["acc"]
     setting = "label skew + feature shift" if feature_shift else "label skew"
-    return ClaimCheck(claim="paper claim: FedLD > FedAvg (final global test accuracy)",
-                      passed=numbers["acc_fedld"] > numbers["acc_fedavg"], numbers=numbers,
-                      detail=f"setting: {setting}; reported, not asserted", asserted=False)
+    return ClaimCheck(
+        claim="paper claim: FedLD > FedAvg (final global test accuracy)",
+        passed=numbers["acc_fedld"] > numbers["acc_fedavg"],
+        numbers=numbers,
+        detail=f"setting: {setting}; reported, not asserted",
+        asserted=False,
+    )
 
 
 def decomposition_figure(history, arms: list[str]):
     """Four stacked panels (rows share the round axis): L(w_glob) and its three terms, one line per arm."""
     from plotly.subplots import make_subplots
 
-    panels = [("loss_global", "L(w_glob)"), ("loss_local", "local Σ p_i L_i(w_i)"),
-              ("loss_shift", "distribution shift"), ("loss_agg", "aggregation")]
-    fig = make_subplots(rows=4, cols=1, shared_xaxes=True, subplot_titles=[t for _, t in panels],
-                        vertical_spacing=0.06)
+    panels = [
+        ("loss_global", "L(w_glob)"),
+        ("loss_local", "local Σ p_i L_i(w_i)"),
+        ("loss_shift", "distribution shift"),
+        ("loss_agg", "aggregation"),
+    ]
+    fig = make_subplots(rows=4, cols=1, shared_xaxes=True, subplot_titles=[t for _, t in panels], vertical_spacing=0.06)
     for row, (metric, _) in enumerate(panels, start=1):
         for trace in viz.curves(history, metric, series=arms).data:
             trace.showlegend = row == 1 and trace.showlegend is not False
             fig.add_trace(trace, row=row, col=1)
-    fig.update_layout(title="Loss decomposition per round (mean ± std over seeds)", template="plotly_white",
-                      height=900, margin={"l": 60, "r": 20, "t": 70, "b": 50})
+    fig.update_layout(
+        title="Loss decomposition per round (mean ± std over seeds)",
+        template="plotly_white",
+        height=900,
+        margin={"l": 60, "r": 20, "t": 70, "b": 50},
+    )
     fig.update_xaxes(title_text="round", row=4, col=1)
     return fig
 
@@ -409,27 +541,57 @@ def make_figures(result) -> dict:
     """Decomposition, test accuracy, confidence, per-client accuracy, spectrum and update cosine."""
     h, ex = result.history, result.extras
     arms = ex["arm_labels"]
-    figs = {"decomposition": decomposition_figure(h, arms),
-            "test_acc": viz.curves(h, "test_acc", series=arms, title="Global test accuracy", xlabel="round",
-                                   ylabel="accuracy"),
-            "confidence": viz.curves(h, "confidence", series=arms, xlabel="round", ylabel="mean ‖softmax‖²",
-                                     title="Confidence of local models on their own data"),
-            "per_client_acc": viz.lines(list(range(len(ex["per_client_acc"][arms[0]]))), ex["per_client_acc"],
-                                        mode="lines+markers", xlabel="client", ylabel="accuracy",
-                                        title="Final global model, accuracy seen by each client (mean over seeds)")}
+    figs = {
+        "decomposition": decomposition_figure(h, arms),
+        "test_acc": viz.curves(
+            h, "test_acc", series=arms, title="Global test accuracy", xlabel="round", ylabel="accuracy"
+        ),
+        "confidence": viz.curves(
+            h,
+            "confidence",
+            series=arms,
+            xlabel="round",
+            ylabel="mean ‖softmax‖²",
+            title="Confidence of local models on their own data",
+        ),
+        "per_client_acc": viz.lines(
+            list(range(len(ex["per_client_acc"][arms[0]]))),
+            ex["per_client_acc"],
+            mode="lines+markers",
+            xlabel="client",
+            ylabel="accuracy",
+            title="Final global model, accuracy seen by each client (mean over seeds)",
+        ),
+    }
     principal = [a for a in arms if h[(h.series == a) & (h.metric == "cos_fedavg")].shape[0]]
     if principal:
-        figs["update_cosine"] = viz.curves(h, "cos_fedavg", series=principal, xlabel="round", ylabel="cosine",
-                                           title="cos(principal update, FedAvg update) on the same client updates")
-        figs["update_norm_ratio"] = viz.curves(h, "norm_ratio", series=principal, xlabel="round",
-                                               ylabel="‖principal‖ / ‖FedAvg‖", title="Update length vs FedAvg")
+        figs["update_cosine"] = viz.curves(
+            h,
+            "cos_fedavg",
+            series=principal,
+            xlabel="round",
+            ylabel="cosine",
+            title="cos(principal update, FedAvg update) on the same client updates",
+        )
+        figs["update_norm_ratio"] = viz.curves(
+            h,
+            "norm_ratio",
+            series=principal,
+            xlabel="round",
+            ylabel="‖principal‖ / ‖FedAvg‖",
+            title="Update length vs FedAvg",
+        )
     spec = ex.get("spectrum", {})
     if spec:
         n = len(next(iter(spec.values())))
-        figs["spectrum"] = viz.lines(list(range(1, n + 1)), {f"round {r}": v for r, v in spec.items()},
-                                     mode="lines+markers", xlabel="j", ylabel="s_j / Σ s",
-                                     title=f"Eigenvalue shares of H = GGᵀ/m for {ex['spectrum_tensor']}"
-                                           " (FedLD, first seed)")
+        figs["spectrum"] = viz.lines(
+            list(range(1, n + 1)),
+            {f"round {r}": v for r, v in spec.items()},
+            mode="lines+markers",
+            xlabel="j",
+            ylabel="s_j / Σ s",
+            title=f"Eigenvalue shares of H = GGᵀ/m for {ex['spectrum_tensor']} (FedLD, first seed)",
+        )
     return figs
 
 
@@ -453,11 +615,20 @@ def run(ctx: RunContext) -> Outcome:
     per_client = {a.label: np.mean([v["per_client"] for v in final[a.key]], axis=0).tolist() for a in arms}
     metrics = {f"acc_{k}": mean([v["acc"] for v in vs]) for k, vs in final.items()}
     metrics.update({f"conf_{k}": mean([v["conf"] for v in vs]) for k, vs in final.items()})
-    claims = [claim_decomposition(final, len(seeds) * len(arms) * p.rounds), claim_mechanism(final, seeds),
-              claim_accuracy(final, seeds, p.feature_shift)]
+    claims = [
+        claim_decomposition(final, len(seeds) * len(arms) * p.rounds),
+        claim_mechanism(final, seeds),
+        claim_accuracy(final, seeds, p.feature_shift),
+    ]
     metrics["max_decomp_gap"] = claims[0].numbers["max_abs_gap"]
     tensor_name = list(build_model(p, 8, 10).state_dict())[SPECTRUM_TENSOR_INDEX]
     summary = {k: [{kk: vv for kk, vv in v.items() if kk != "spectra"} for v in vs] for k, vs in final.items()}
-    extras = {"arm_labels": labels, "seeds": seeds, "per_client_acc": per_client, "final": summary,
-              "spectrum": final["fedld"][0]["spectra"], "spectrum_tensor": tensor_name}
+    extras = {
+        "arm_labels": labels,
+        "seeds": seeds,
+        "per_client_acc": per_client,
+        "final": summary,
+        "spectrum": final["fedld"][0]["spectra"],
+        "spectrum_tensor": tensor_name,
+    }
     return Outcome(metrics=metrics, claims=claims, extras=extras)

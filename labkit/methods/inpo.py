@@ -12,6 +12,7 @@ The toy here is the card's tabular "LLM": M prompts, K responses each, π_θ = s
 preference matrix per prompt with a rock-paper-scissors cycle on responses 0–2 (no Bradley–Terry reward fits it).
 Iterative DPO with reference π_t is the baseline; everything (exploitability, win rates, KL) is exact.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,34 +22,84 @@ import torch
 
 from labkit import viz
 from labkit.core import ClaimCheck, Outcome, Param, RunContext, method_run
-from labkit.core.preference import dpo_loss
 from labkit.data import preferences as prefs
+from labkit.substrates.preference import dpo_loss
 
 MAIN_METRIC = "exploitability"
 PARAMS = [
-    Param("eta", float, quick=2.0, low=1e-3, high=100.0, log=True,
-          help="OMD step η (the target of the squared loss is η/2; the original code's `eta` is 1/η)"),
-    Param("tau", float, quick=0.05, low=0.0, high=10.0,
-          help="KL regularisation τ towards π_ref (ητ ≤ 1; the code's `ratio` is ητ)"),
+    Param(
+        "eta",
+        float,
+        quick=2.0,
+        low=1e-3,
+        high=100.0,
+        log=True,
+        help="OMD step η (the target of the squared loss is η/2; the original code's `eta` is 1/η)",
+    ),
+    Param(
+        "tau",
+        float,
+        quick=0.05,
+        low=0.0,
+        high=10.0,
+        help="KL regularisation τ towards π_ref (ητ ≤ 1; the code's `ratio` is ητ)",
+    ),
     Param("beta", float, quick=0.1, low=1e-3, high=10.0, log=True, help="iterative DPO's temperature β"),
-    Param("n_pairs", int, quick=512, standard=1024, full=4096, low=8, high=1_000_000,
-          help="oracle-labelled pairs per prompt per iteration, drawn from π_t (ties y = y' dropped)"),
+    Param(
+        "n_pairs",
+        int,
+        quick=512,
+        standard=1024,
+        full=4096,
+        low=8,
+        high=1_000_000,
+        help="oracle-labelled pairs per prompt per iteration, drawn from π_t (ties y = y' dropped)",
+    ),
     Param("n_iters", int, quick=40, standard=60, full=100, low=1, high=1000, help="iterations T"),
     Param("n_prompts", int, quick=4, standard=16, full=64, low=1, high=4096, main=False, help="prompts M"),
-    Param("n_extra", int, quick=2, low=0, high=100, main=False,
-          help="responses outside the cycle (each loses to every cycle response); K = 3 + n_extra"),
+    Param(
+        "n_extra",
+        int,
+        quick=2,
+        low=0,
+        high=100,
+        main=False,
+        help="responses outside the cycle (each loses to every cycle response); K = 3 + n_extra",
+    ),
     Param("p01", float, quick=0.9, low=0.0, high=1.0, main=False, help="P(0 ≻ 1) in the cycle"),
     Param("p12", float, quick=0.6, low=0.0, high=1.0, main=False, help="P(1 ≻ 2) in the cycle"),
-    Param("p20", float, quick=0.7, low=0.0, high=1.0, main=False,
-          help="P(2 ≻ 0) in the cycle (below 0.5 the game becomes transitive)"),
-    Param("extra_lose", float, quick=0.75, low=0.0, high=1.0, main=False,
-          help="P(cycle response ≻ extra response)"),
-    Param("ref_extra_mass", float, quick=0.6, low=0.0, high=0.99, main=False,
-          help="π_ref's mass on the extra responses (a weak SFT); the rest is spread evenly over the cycle"),
+    Param(
+        "p20",
+        float,
+        quick=0.7,
+        low=0.0,
+        high=1.0,
+        main=False,
+        help="P(2 ≻ 0) in the cycle (below 0.5 the game becomes transitive)",
+    ),
+    Param("extra_lose", float, quick=0.75, low=0.0, high=1.0, main=False, help="P(cycle response ≻ extra response)"),
+    Param(
+        "ref_extra_mass",
+        float,
+        quick=0.6,
+        low=0.0,
+        high=0.99,
+        main=False,
+        help="π_ref's mass on the extra responses (a weak SFT); the rest is spread evenly over the cycle",
+    ),
     Param("n_steps", int, quick=40, low=1, high=10_000, main=False, help="Adam steps per iteration, from θ_t"),
     Param("lr", float, quick=0.1, low=1e-5, high=10.0, log=True, main=False, help="Adam learning rate"),
-    Param("n_seeds", int, quick=3, standard=5, full=10, low=1, high=100, main=False,
-          help="seeds seed, seed+1, …: each permutes the prompts' responses and draws its own pairs"),
+    Param(
+        "n_seeds",
+        int,
+        quick=3,
+        standard=5,
+        full=10,
+        low=1,
+        high=100,
+        main=False,
+        help="seeds seed, seed+1, …: each permutes the prompts' responses and draws its own pairs",
+    ),
 ]
 
 ARMS = ("INPO", "iterative DPO")
@@ -58,21 +109,49 @@ METRICS = ("exploitability", "worst_win_rate", "win_vs_prev", "tv_to_nash", "mas
 
 # --- the INPO loss (per example: each returns a tensor shaped like its inputs; take the mean yourself) ---------
 
-def inpo_logits(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
-                prev_chosen_logps, prev_rejected_logps, eta, tau):
+
+def inpo_logits(
+    policy_chosen_logps,
+    policy_rejected_logps,
+    ref_chosen_logps,
+    ref_rejected_logps,
+    prev_chosen_logps,
+    prev_rejected_logps,
+    eta,
+    tau,
+):
     """h_t = Δ_θ − ητ·Δ_ref − (1 − ητ)·Δ_t, with Δ_π = log π(y_w) − log π(y_l) (sequence log-prob SUMS);
     π_t is the frozen previous iterate."""
     ratio = eta * tau
-    return ((policy_chosen_logps - policy_rejected_logps) - ratio * (ref_chosen_logps - ref_rejected_logps)
-            - (1.0 - ratio) * (prev_chosen_logps - prev_rejected_logps))
+    return (
+        (policy_chosen_logps - policy_rejected_logps)
+        - ratio * (ref_chosen_logps - ref_rejected_logps)
+        - (1.0 - ratio) * (prev_chosen_logps - prev_rejected_logps)
+    )
 
 
-def inpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
-              prev_chosen_logps, prev_rejected_logps, eta, tau):
+def inpo_loss(
+    policy_chosen_logps,
+    policy_rejected_logps,
+    ref_chosen_logps,
+    ref_rejected_logps,
+    prev_chosen_logps,
+    prev_rejected_logps,
+    eta,
+    tau,
+):
     """L̂_t = (h_t − η/2)², per pair (y_w ≻ y_l as the oracle said); see :func:`inpo_logits`.
     With ητ = 1 it is IPO with β = 1/η and reference π_ref; with τ = 0, IPO with reference π_t."""
-    h = inpo_logits(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
-                    prev_chosen_logps, prev_rejected_logps, eta, tau)
+    h = inpo_logits(
+        policy_chosen_logps,
+        policy_rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        prev_chosen_logps,
+        prev_rejected_logps,
+        eta,
+        tau,
+    )
     return (h - eta / 2.0) ** 2
 
 
@@ -83,6 +162,7 @@ def paper_knobs(ratio: float, eta_code: float) -> tuple[float, float]:
 
 
 # --- the exact game: OMD in closed form, the regularised Nash, win rates ------------------------------------
+
 
 def omd_step(logp_t, ref_logp, P, eta, tau):
     """log π_{t+1}(y) = (1−ητ)·log π_t(y) + ητ·log π_ref(y) + η·P(y ≻ π_t) − log Z, exactly.
@@ -114,6 +194,7 @@ def worst_case_win_rate(P, probs):
 
 # --- the toy problem ---------------------------------------------------------------------------------------------
 
+
 def make_problem(p, seeds, device="cpu"):
     """Per seed and prompt: a permuted cyclic preference matrix P ``(S, M, K, K)``, π_ref ``(S, M, K)`` with
     ``ref_extra_mass`` on the extras, the permutations ``(S, M, K)`` (response i is canonical perm[i]) and the
@@ -123,8 +204,12 @@ def make_problem(p, seeds, device="cpu"):
     canon_ref = torch.full((K,), (1 - p.ref_extra_mass) / 3 if p.n_extra else 1 / 3)
     if p.n_extra:
         canon_ref[3:] = p.ref_extra_mass / p.n_extra
-    perms = torch.stack([torch.stack([torch.randperm(K, generator=gen) for _ in range(p.n_prompts)])
-                         for gen in (torch.Generator().manual_seed(int(s)) for s in seeds)])
+    perms = torch.stack(
+        [
+            torch.stack([torch.randperm(K, generator=gen) for _ in range(p.n_prompts)])
+            for gen in (torch.Generator().manual_seed(int(s)) for s in seeds)
+        ]
+    )
     P = torch.stack([torch.stack([base[q][:, q] for q in row]) for row in perms])
     ref_logp = torch.log(canon_ref[perms])
     return P.to(device), ref_logp.to(device), perms, prefs.nash_policy(base)
@@ -193,15 +278,21 @@ def policy_metrics(P, logp, prev_logp, ref_logp, canon, nash):
 
 # --- the claim checks (pure functions of per-seed numbers) ------------------------------------------------------
 
+
 def exploitability_claim(e_inpo, e_dpo, bound: float = 0.06, factor: float = 0.5) -> ClaimCheck:
     """Last iterate, mean over seeds: e(INPO) ≤ ``bound`` and e(INPO) ≤ ``factor``·e(iterative DPO)."""
     inpo, dpo = float(np.mean(e_inpo)), float(np.mean(e_dpo))
     return ClaimCheck(
         claim=f"last-iterate exploitability: INPO ≤ {bound:g} and ≤ {factor:g} × iterative DPO's (mean over seeds)",
         passed=bool(inpo <= bound and inpo <= factor * dpo),
-        numbers={"e_inpo": inpo, "e_dpo": dpo, "ratio": inpo / dpo if dpo > 0 else math.inf,
-                 "e_inpo_per_seed": [round(float(v), 4) for v in e_inpo],
-                 "e_dpo_per_seed": [round(float(v), 4) for v in e_dpo]})
+        numbers={
+            "e_inpo": inpo,
+            "e_dpo": dpo,
+            "ratio": inpo / dpo if dpo > 0 else math.inf,
+            "e_inpo_per_seed": [round(float(v), 4) for v in e_inpo],
+            "e_dpo_per_seed": [round(float(v), 4) for v in e_dpo],
+        },
+    )
 
 
 def worst_case_claim(w_inpo, w_dpo, low: float = 0.44, high: float = 0.42) -> ClaimCheck:
@@ -210,7 +301,8 @@ def worst_case_claim(w_inpo, w_dpo, low: float = 0.44, high: float = 0.42) -> Cl
     return ClaimCheck(
         claim=f"worst-case win rate min_y P(π ≻ y): INPO ≥ {low:g} and iterative DPO ≤ {high:g}",
         passed=bool(inpo >= low and dpo <= high),
-        numbers={"worst_win_inpo": inpo, "worst_win_dpo": dpo})
+        numbers={"worst_win_inpo": inpo, "worst_win_dpo": dpo},
+    )
 
 
 def tracking_claim(kl_per_seed, bound: float = 0.02) -> ClaimCheck:
@@ -220,18 +312,23 @@ def tracking_claim(kl_per_seed, bound: float = 0.02) -> ClaimCheck:
     return ClaimCheck(
         claim=f"the learned INPO iterate tracks the closed-form OMD step: mean KL(exact ‖ learned) ≤ {bound:g}",
         passed=bool(kl <= bound),
-        numbers={"kl_mean": kl, "kl_per_seed": [round(float(v), 5) for v in kl_per_seed]})
+        numbers={"kl_mean": kl, "kl_per_seed": [round(float(v), 5) for v in kl_per_seed]},
+    )
 
 
 def head_to_head_claim(win_per_seed) -> ClaimCheck:
     """Reported only (the card: an ε-Nash policy is guaranteed only ≥ 1/2 − ε against any opponent)."""
     win = float(np.mean(win_per_seed))
-    return ClaimCheck(claim="head to head, last iterates: P(INPO ≻ iterative DPO) > 0.5", passed=bool(win > 0.5),
-                      numbers={"win_inpo_vs_dpo": win, "per_seed": [round(float(v), 4) for v in win_per_seed]},
-                      asserted=False)
+    return ClaimCheck(
+        claim="head to head, last iterates: P(INPO ≻ iterative DPO) > 0.5",
+        passed=bool(win > 0.5),
+        numbers={"win_inpo_vs_dpo": win, "per_seed": [round(float(v), 4) for v in win_per_seed]},
+        asserted=False,
+    )
 
 
 # --- the experiment ------------------------------------------------------------------------------------------
+
 
 def log_iteration(ctx, t, metrics, seeds, series) -> None:
     for a, name in enumerate(series):
@@ -255,24 +352,53 @@ def make_figures(result) -> dict:
     seed 0 / prompt 0's mass on each cycle response against the Nash policy, and its path on the simplex."""
     hist, x = result.history, result.extras
     series = list(ARMS) + [EXACT]
-    figs = {"exploitability": viz.curves(hist, "exploitability", series=series, xlabel="iteration t",
-                                         title="Exploitability max_y P(y ≻ π) − 1/2 (0 at Nash), log axis")}
+    figs = {
+        "exploitability": viz.curves(
+            hist,
+            "exploitability",
+            series=series,
+            xlabel="iteration t",
+            title="Exploitability max_y P(y ≻ π) − 1/2 (0 at Nash), log axis",
+        )
+    }
     figs["exploitability"].update_yaxes(type="log")
     if x.get("e_reg_nash") is not None:
-        figs["exploitability"].add_hline(y=x["e_reg_nash"], line_dash="dot",
-                                         annotation_text="τ-regularised Nash π*_τ")
-    figs["win_vs_prev"] = viz.curves(hist, "win_vs_prev", series=series, xlabel="iteration t",
-                                     ylabel="P(π_t ≻ π_{t−1})", title="Win rate against the previous iterate")
-    figs["win_vs_dpo"] = viz.curves(hist, "win_vs_dpo", series=["INPO", EXACT], xlabel="iteration t",
-                                    ylabel="P(π ≻ π_DPO,t)", title="Win rate against iterative DPO's iterate")
+        figs["exploitability"].add_hline(y=x["e_reg_nash"], line_dash="dot", annotation_text="τ-regularised Nash π*_τ")
+    figs["win_vs_prev"] = viz.curves(
+        hist,
+        "win_vs_prev",
+        series=series,
+        xlabel="iteration t",
+        ylabel="P(π_t ≻ π_{t−1})",
+        title="Win rate against the previous iterate",
+    )
+    figs["win_vs_dpo"] = viz.curves(
+        hist,
+        "win_vs_dpo",
+        series=["INPO", EXACT],
+        xlabel="iteration t",
+        ylabel="P(π ≻ π_DPO,t)",
+        title="Win rate against iterative DPO's iterate",
+    )
     for key in ("win_vs_prev", "win_vs_dpo"):
         figs[key].add_hline(y=0.5, line_dash="dot")
-    figs["omd_kl"] = viz.curves(hist, "omd_kl", series=["INPO"], xlabel="iteration t",
-                                ylabel="KL(π_exact ‖ π_learned)",
-                                title="How far the learned iterate is from the closed-form OMD step, log axis")
+    figs["omd_kl"] = viz.curves(
+        hist,
+        "omd_kl",
+        series=["INPO"],
+        xlabel="iteration t",
+        ylabel="KL(π_exact ‖ π_learned)",
+        title="How far the learned iterate is from the closed-form OMD step, log axis",
+    )
     figs["omd_kl"].update_yaxes(type="log")
-    figs["tv_to_nash"] = viz.curves(hist, "tv_to_nash", series=series, xlabel="iteration t",
-                                    ylabel="½‖π − π_Nash‖₁", title="Total-variation distance to the Nash policy")
+    figs["tv_to_nash"] = viz.curves(
+        hist,
+        "tv_to_nash",
+        series=series,
+        xlabel="iteration t",
+        ylabel="½‖π − π_Nash‖₁",
+        title="Total-variation distance to the Nash policy",
+    )
     figs["cycle_mass"] = cycle_mass_figure(x["seed0_canonical"], x["nash"])
     figs["simplex"] = simplex_figure(x["seed0_canonical"], x["nash"])
     return figs
@@ -282,8 +408,13 @@ def cycle_mass_figure(paths, nash):
     """π_t(y) of seed 0, prompt 0 on the canonical cycle responses 0–2 (solid INPO, dashed DPO), Nash dotted."""
     t = list(range(len(paths["INPO"])))
     ys = {f"{arm} · y{k}": [row[k] for row in paths[arm]] for arm in ARMS for k in range(3)}
-    fig = viz.lines(t, ys, title="Seed 0, prompt 0: mass on each cycle response (dotted: Nash)",
-                    xlabel="iteration t", ylabel="π_t(y)")
+    fig = viz.lines(
+        t,
+        ys,
+        title="Seed 0, prompt 0: mass on each cycle response (dotted: Nash)",
+        xlabel="iteration t",
+        ylabel="π_t(y)",
+    )
     colours = viz.PALETTE
     for trace in fig.data:
         arm, resp = trace.name.split(" · ")
@@ -302,13 +433,33 @@ def simplex_figure(paths, nash):
     for name in list(ARMS) + [EXACT]:
         rows = np.asarray(paths[name])[:, :3]
         rows = rows / rows.sum(1, keepdims=True)
-        fig.add_trace(go.Scatterternary(a=rows[:, 0], b=rows[:, 1], c=rows[:, 2], mode="lines+markers", name=name,
-                                        marker={"size": 4}, line={"color": colours[name]}))
-    fig.add_trace(go.Scatterternary(a=[nash[0]], b=[nash[1]], c=[nash[2]], mode="markers", name="Nash",
-                                    marker={"size": 14, "symbol": "star", "color": "black"}))
-    fig.update_layout(title="Seed 0, prompt 0: the policy on the cycle simplex (mass renormalised to y0–y2)",
-                      ternary={"aaxis": {"title": "y0"}, "baxis": {"title": "y1"}, "caxis": {"title": "y2"}},
-                      template="plotly_white", height=460)
+        fig.add_trace(
+            go.Scatterternary(
+                a=rows[:, 0],
+                b=rows[:, 1],
+                c=rows[:, 2],
+                mode="lines+markers",
+                name=name,
+                marker={"size": 4},
+                line={"color": colours[name]},
+            )
+        )
+    fig.add_trace(
+        go.Scatterternary(
+            a=[nash[0]],
+            b=[nash[1]],
+            c=[nash[2]],
+            mode="markers",
+            name="Nash",
+            marker={"size": 14, "symbol": "star", "color": "black"},
+        )
+    )
+    fig.update_layout(
+        title="Seed 0, prompt 0: the policy on the cycle simplex (mass renormalised to y0–y2)",
+        ternary={"aaxis": {"title": "y0"}, "baxis": {"title": "y1"}, "caxis": {"title": "y2"}},
+        template="plotly_white",
+        height=460,
+    )
     return fig
 
 
@@ -387,12 +538,19 @@ def run(ctx: RunContext) -> Outcome:
     if p.tau > 0:
         reg_logp, residual = regularised_nash(P, ref_logp, p.tau)
         e_reg = float(prefs.exploitability(P, reg_logp.exp()).mean())
-    claims = [exploitability_claim(last["exploitability"][0], last["exploitability"][1]),
-              worst_case_claim(last["worst_win_rate"][0], last["worst_win_rate"][1]),
-              tracking_claim(kl_seed), head_to_head_claim(h2h)]
-    extras = {"seeds": seeds, "nash": nash.tolist(), "seed0_canonical": paths, "e_reg_nash": e_reg,
-              "permutations": perms.tolist(), "P_canonical": prefs.cyclic_preference_matrix(
-                  (p.p01, p.p12, p.p20), p.n_extra, p.extra_lose).tolist(),
-              "final": {m: {n: last[m][a].tolist() for a, n in enumerate(series)} for m in METRICS}}
+    claims = [
+        exploitability_claim(last["exploitability"][0], last["exploitability"][1]),
+        worst_case_claim(last["worst_win_rate"][0], last["worst_win_rate"][1]),
+        tracking_claim(kl_seed),
+        head_to_head_claim(h2h),
+    ]
+    extras = {
+        "seeds": seeds,
+        "nash": nash.tolist(),
+        "seed0_canonical": paths,
+        "e_reg_nash": e_reg,
+        "permutations": perms.tolist(),
+        "P_canonical": prefs.cyclic_preference_matrix((p.p01, p.p12, p.p20), p.n_extra, p.extra_lose).tolist(),
+        "final": {m: {n: last[m][a].tolist() for a, n in enumerate(series)} for m in METRICS},
+    }
     return Outcome(metrics=final_metrics(last, e_reg, kl_seed, h2h), claims=claims, extras=extras)
-

@@ -13,8 +13,9 @@ Every participant i keeps its OWN model θ_i (there is no global model). One rou
 The baselines on the same data, initial model, batch order and clipping: FedAvg (one global model, size
 weights, everyone gets all of u) and standalone training (the contribution proxy of the fairness measure
 ρ = Pearson(standalone accuracy, final federated accuracy) over the honest participants).
-The simulator's generic pieces (local SGD, clipping, attacks) are in :mod:`labkit.core.federated`.
+The simulator's generic pieces (local SGD, clipping, attacks) are in :mod:`labkit.substrates.federated`.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,52 +28,145 @@ from torch.nn import functional as F
 
 from labkit import viz
 from labkit.core import ClaimCheck, Outcome, Param, RunContext, method_run
-from labkit.core.federated import (Client, LocalSGD, accuracy, aggregate, clip_to_norm, corrupt_update,
-                                   flatten_update, flip_labels, invert_values, local_train, model_state, randomize_signs,
-                                   rescale_values, size_weights, uniform_noise_like, update_norm)
 from labkit.data.federated import load_digits_split
 from labkit.models import MLP
+from labkit.substrates.federated import (
+    Client,
+    LocalSGD,
+    accuracy,
+    aggregate,
+    clip_to_norm,
+    corrupt_update,
+    flatten_update,
+    flip_labels,
+    invert_values,
+    local_train,
+    model_state,
+    randomize_signs,
+    rescale_values,
+    size_weights,
+    uniform_noise_like,
+    update_norm,
+)
 
 State = dict[str, torch.Tensor]
 
-ATTACK_LABELS = {"none": "no attack", "free_rider": "free-rider", "label_flip": "label flip 1→7",
-                 "sign_flip": "sign randomising", "value_invert": "value inverting", "rescale": "re-scaling"}
-ATTACK_SETS = ("free_rider", "label_flip", "sign_flip", "value_invert", "rescale", "none", "label_flip,sign_flip",
-               "free_rider,label_flip,sign_flip", "none,free_rider,label_flip,sign_flip",
-               "free_rider,label_flip,sign_flip,value_invert,rescale")
+ATTACK_LABELS = {
+    "none": "no attack",
+    "free_rider": "free-rider",
+    "label_flip": "label flip 1→7",
+    "sign_flip": "sign randomising",
+    "value_invert": "value inverting",
+    "rescale": "re-scaling",
+}
+ATTACK_SETS = (
+    "free_rider",
+    "label_flip",
+    "sign_flip",
+    "value_invert",
+    "rescale",
+    "none",
+    "label_flip,sign_flip",
+    "free_rider,label_flip,sign_flip",
+    "none,free_rider,label_flip,sign_flip",
+    "free_rider,label_flip,sign_flip,value_invert,rescale",
+)
 ENTRYWISE_ATTACKS = {"sign_flip": randomize_signs, "value_invert": invert_values, "rescale": rescale_values}
 #: attacks the reputation should expel; label flipping is judged by its attack success rate instead
 EXPELLED_ATTACKS = ("free_rider", "sign_flip", "value_invert", "rescale")
 
 MAIN_METRIC = "test_acc"
 PARAMS = [
-    Param("n_honest", int, quick=5, standard=10, full=10, low=2, high=50,
-          help="honest participants N (shard sizes ∝ 1:2:…:N with the power-law split)"),
-    Param("n_adversaries", int, quick=1, standard=2, full=2, low=0, high=20,
-          help="adversaries A per attack scenario, each with a copy of the median honest shard"),
-    Param("attacks", str, quick="free_rider", standard="none,free_rider,label_flip,sign_flip",
-          full="none,free_rider,label_flip,sign_flip", choices=ATTACK_SETS,
-          help="attack scenarios, each trained with RFFL and FedAvg ('none' = no adversaries)"),
-    Param("split", str, quick="powerlaw", choices=("powerlaw", "classimbalance", "uniform"),
-          help="honest data: sizes ∝ 1..N, or participant i sees only the first c_i classes, or equal"),
+    Param(
+        "n_honest",
+        int,
+        quick=5,
+        standard=10,
+        full=10,
+        low=2,
+        high=50,
+        help="honest participants N (shard sizes ∝ 1:2:…:N with the power-law split)",
+    ),
+    Param(
+        "n_adversaries",
+        int,
+        quick=1,
+        standard=2,
+        full=2,
+        low=0,
+        high=20,
+        help="adversaries A per attack scenario, each with a copy of the median honest shard",
+    ),
+    Param(
+        "attacks",
+        str,
+        quick="free_rider",
+        standard="none,free_rider,label_flip,sign_flip",
+        full="none,free_rider,label_flip,sign_flip",
+        choices=ATTACK_SETS,
+        help="attack scenarios, each trained with RFFL and FedAvg ('none' = no adversaries)",
+    ),
+    Param(
+        "split",
+        str,
+        quick="powerlaw",
+        choices=("powerlaw", "classimbalance", "uniform"),
+        help="honest data: sizes ∝ 1..N, or participant i sees only the first c_i classes, or equal",
+    ),
     Param("alpha", float, quick=0.95, low=0.0, high=1.0, help="reputation smoothing α"),
     Param("beta", float, quick=1 / 3, low=0.0, high=1.0, help="removal threshold coefficient β (threshold β/|R|)"),
-    Param("gamma_scale", float, quick=0.5, low=0.01, high=100.0, log=True,
-          help="clip norm Γ in units of the median honest update norm of round 1"),
+    Param(
+        "gamma_scale",
+        float,
+        quick=0.5,
+        low=0.01,
+        high=100.0,
+        log=True,
+        help="clip norm Γ in units of the median honest update norm of round 1",
+    ),
     Param("rounds", int, quick=30, standard=60, full=100, low=1, high=1000, help="communication rounds"),
     Param("local_epochs", int, quick=1, full=3, low=1, high=20, help="local epochs E per round"),
-    Param("grace_rounds", int, quick=0, low=0, high=1000, main=False,
-          help="removal starts after this many rounds (0 as in the paper; the official code's last version: 10)"),
-    Param("model", str, quick="softmax", standard="mlp", full="cnn", choices=("softmax", "mlp", "cnn"), main=False,
-          help="softmax regression 64→10, MLP 64→hidden→10, or the paper's MNIST CNN on upsampled 28×28 digits"),
+    Param(
+        "grace_rounds",
+        int,
+        quick=0,
+        low=0,
+        high=1000,
+        main=False,
+        help="removal starts after this many rounds (0 as in the paper; the official code's last version: 10)",
+    ),
+    Param(
+        "model",
+        str,
+        quick="softmax",
+        standard="mlp",
+        full="cnn",
+        choices=("softmax", "mlp", "cnn"),
+        main=False,
+        help="softmax regression 64→10, MLP 64→hidden→10, or the paper's MNIST CNN on upsampled 28×28 digits",
+    ),
     Param("hidden", int, quick=32, low=4, high=1024, main=False, help="MLP hidden width"),
     Param("lr", float, quick=0.1, low=1e-5, high=1.0, log=True, main=False, help="local SGD learning rate"),
     Param("lr_decay", float, quick=0.977, low=0.5, high=1.0, main=False, help="lr × lr_decay after every local epoch"),
     Param("batch_size", int, quick=32, low=1, high=1024, main=False, help="local batch size"),
-    Param("data_fraction", float, quick=0.6, low=0.05, high=1.0, main=False,
-          help="share of the training split dealt to the honest participants"),
-    Param("n_seeds", int, quick=3, low=1, high=20, main=False,
-          help="seeds ctx.seed + k: each draws its own split, shards and initial model"),
+    Param(
+        "data_fraction",
+        float,
+        quick=0.6,
+        low=0.05,
+        high=1.0,
+        main=False,
+        help="share of the training split dealt to the honest participants",
+    ),
+    Param(
+        "n_seeds",
+        int,
+        quick=3,
+        low=1,
+        high=20,
+        main=False,
+        help="seeds ctx.seed + k: each draws its own split, shards and initial model",
+    ),
 ]
 
 
@@ -209,7 +303,7 @@ def powerlaw_shards(n_items: int, n_parts: int, rng: np.random.Generator) -> lis
     """Shuffle range(n_items) and cut it into shards of sizes ∝ 1 : 2 : … : n_parts (floor)."""
     sizes = (np.arange(1, n_parts + 1) * n_items) // (n_parts * (n_parts + 1) // 2)
     order = rng.permutation(n_items)
-    return [np.sort(s) for s in np.split(order[:sizes.sum()], np.cumsum(sizes)[:-1])]
+    return [np.sort(s) for s in np.split(order[: sizes.sum()], np.cumsum(sizes)[:-1])]
 
 
 def uniform_shards(n_items: int, n_parts: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -217,8 +311,9 @@ def uniform_shards(n_items: int, n_parts: int, rng: np.random.Generator) -> list
     return [np.sort(s) for s in np.array_split(rng.permutation(n_items), n_parts)]
 
 
-def class_imbalance_shards(labels: np.ndarray, n_parts: int, rng: np.random.Generator,
-                           n_classes: int = 10) -> list[np.ndarray]:
+def class_imbalance_shards(
+    labels: np.ndarray, n_parts: int, rng: np.random.Generator, n_classes: int = 10
+) -> list[np.ndarray]:
     """Participant i sees only classes 0..c_i−1, c_i = linspace(1, C, N) (integers), with ⌊n/(N·c_i)⌋
     samples drawn per class with replacement — the official code's class-imbalanced split."""
     per_party = len(labels) // n_parts
@@ -233,11 +328,16 @@ def upsample_digits(x: np.ndarray, rng: np.random.Generator, side: int = 28, jit
     """Synthetic 28×28 digits: each 8×8 image bilinearly upsampled to (side − 2·jitter)² and pasted at a
     random offset in [0, 2·jitter]² of a blank side × side canvas. Returns (n, side²)."""
     inner = side - 2 * jitter
-    up = F.interpolate(torch.as_tensor(x).reshape(-1, 1, 8, 8), size=(inner, inner), mode="bilinear",
-                       align_corners=False).squeeze(1).numpy()
+    up = (
+        F.interpolate(
+            torch.as_tensor(x).reshape(-1, 1, 8, 8), size=(inner, inner), mode="bilinear", align_corners=False
+        )
+        .squeeze(1)
+        .numpy()
+    )
     out = np.zeros((len(x), side, side), dtype=np.float32)
     for b, (dy, dx) in enumerate(rng.integers(0, 2 * jitter + 1, size=(len(x), 2))):
-        out[b, dy:dy + inner, dx:dx + inner] = up[b]
+        out[b, dy : dy + inner, dx : dx + inner] = up[b]
     return out.reshape(len(x), -1)
 
 
@@ -247,9 +347,19 @@ class DigitsCNN(nn.Sequential):
 
     def __init__(self, side: int = 28, n_classes: int = 10):
         flat = ((side - 2) // 2 - 6) // 2
-        super().__init__(nn.Unflatten(1, (1, side, side)), nn.Conv2d(1, 64, 3), nn.Tanh(), nn.MaxPool2d(2),
-                         nn.Conv2d(64, 16, 7), nn.Tanh(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(16 * flat * flat, 200), nn.Tanh(), nn.Linear(200, n_classes))
+        super().__init__(
+            nn.Unflatten(1, (1, side, side)),
+            nn.Conv2d(1, 64, 3),
+            nn.Tanh(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(64, 16, 7),
+            nn.Tanh(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(16 * flat * flat, 200),
+            nn.Tanh(),
+            nn.Linear(200, n_classes),
+        )
 
 
 def build_model(p, in_dim: int, n_classes: int = 10) -> nn.Module:
@@ -302,13 +412,16 @@ def honest_federation(p, seed: int, device) -> Federation:
     x_tr, x_te = data.x_train, data.x_test
     if p.model == "cnn":
         x_tr, x_te = upsample_digits(x_tr, rng), upsample_digits(x_te, rng)
-    pool = rng.permutation(len(data.y_train))[:int(p.data_fraction * len(data.y_train))]
+    pool = rng.permutation(len(data.y_train))[: int(p.data_fraction * len(data.y_train))]
     shards = [pool[s] for s in honest_shards(p, data.y_train[pool], rng)]
 
     def t(a):
         return torch.as_tensor(a, device=device)
-    parts = [Participant("honest", f"P{i + 1} (n={len(s)})", Client(t(x_tr[s]), t(data.y_train[s])))
-             for i, s in enumerate(shards)]
+
+    parts = [
+        Participant("honest", f"P{i + 1} (n={len(s)})", Client(t(x_tr[s]), t(data.y_train[s])))
+        for i, s in enumerate(shards)
+    ]
     return Federation(parts, t(x_te), t(data.y_test))
 
 
@@ -353,8 +466,9 @@ def add_states(a: State, b: State) -> State:
     return {k: a[k] + b[k].to(a[k].dtype) for k in a}
 
 
-def local_delta(worker: nn.Module, state: State, client: Client, cfg: RoundConfig,
-                gen: torch.Generator) -> tuple[State, torch.Tensor]:
+def local_delta(
+    worker: nn.Module, state: State, client: Client, cfg: RoundConfig, gen: torch.Generator
+) -> tuple[State, torch.Tensor]:
     """Δ = LocalSGD(θ) − θ after cfg.epochs epochs of cross-entropy SGD; also the mean batch loss."""
     worker.load_state_dict(state)
     losses = [local_train(worker, client, F.cross_entropy, cfg.optimiser(e), gen) for e in range(cfg.epochs)]
@@ -362,8 +476,9 @@ def local_delta(worker: nn.Module, state: State, client: Client, cfg: RoundConfi
     return {k: new[k] - state[k] for k in state}, torch.stack(losses).mean()
 
 
-def participant_upload(part: Participant, state: State, worker: nn.Module, cfg: RoundConfig,
-                       gen: torch.Generator) -> tuple[State, State | None, torch.Tensor]:
+def participant_upload(
+    part: Participant, state: State, worker: nn.Module, cfg: RoundConfig, gen: torch.Generator
+) -> tuple[State, State | None, torch.Tensor]:
     """(upload, own step, loss). Honest: upload = own step = clip_Γ(Δ). Free-rider: U[−1, 1] noise, no
     training. Label flipping trains on its flipped labels; sign randomising, value inverting and re-scaling
     corrupt their honest Δ entry by entry. Every upload is clipped to Γ; adversaries that train keep
@@ -382,8 +497,14 @@ def stack_states(states: list[State]) -> State:
     return {k: torch.stack([s[k] for s in states]) for k in states[0]}
 
 
-def rffl_round(states: list[State], parts: list[Participant], server: ReputationServer, worker: nn.Module,
-               cfg: RoundConfig, gens: list[torch.Generator]) -> tuple[ServerStep, torch.Tensor]:
+def rffl_round(
+    states: list[State],
+    parts: list[Participant],
+    server: ReputationServer,
+    worker: nn.Module,
+    cfg: RoundConfig,
+    gens: list[torch.Generator],
+) -> tuple[ServerStep, torch.Tensor]:
     """One RFFL round, in place on ``states``: every participant uploads (an honest one also steps its own
     model), the server updates reputations and R, each admitted participant adds its reward."""
     uploads, losses = [], []
@@ -399,8 +520,9 @@ def rffl_round(states: list[State], parts: list[Participant], server: Reputation
     return step, torch.stack(losses)
 
 
-def fedavg_round(state: State, parts: list[Participant], worker: nn.Module, cfg: RoundConfig,
-                 gens: list[torch.Generator]) -> tuple[State, torch.Tensor]:
+def fedavg_round(
+    state: State, parts: list[Participant], worker: nn.Module, cfg: RoundConfig, gens: list[torch.Generator]
+) -> tuple[State, torch.Tensor]:
     """FedAvg with the same uploads (clipped, attacks included): θ ← θ + Σ_i (|D_i|/Σ|D|) Δ_i."""
     outs = [participant_upload(part, state, worker, cfg, gens[i]) for i, part in enumerate(parts)]
     sizes = torch.tensor([q.client.n for q in parts], dtype=torch.float32)
@@ -421,8 +543,9 @@ def accuracy_of(worker: nn.Module, state: State, x: torch.Tensor, y: torch.Tenso
 
 
 @torch.no_grad()
-def attack_success(worker: nn.Module, state: State, x: torch.Tensor, y: torch.Tensor,
-                   source: int = 1, target: int = 7) -> float:
+def attack_success(
+    worker: nn.Module, state: State, x: torch.Tensor, y: torch.Tensor, source: int = 1, target: int = 7
+) -> float:
     """Fraction of true-``source`` test images the model predicts as ``target``."""
     worker.load_state_dict(state)
     worker.eval()
@@ -433,8 +556,9 @@ def attack_success(worker: nn.Module, state: State, x: torch.Tensor, y: torch.Te
 def median_honest_norm(fed: Federation, init: State, worker: nn.Module, cfg: RoundConfig, seed: int) -> float:
     """The median ‖Δ_i‖ of the honest participants' first-round updates (same generators as round 1)."""
     gens = participant_generators(seed, len(fed.participants))
-    norms = [float(update_norm(local_delta(worker, init, fed.participants[i].client, cfg, gens[i])[0]))
-             for i in fed.honest]
+    norms = [
+        float(update_norm(local_delta(worker, init, fed.participants[i].client, cfg, gens[i])[0])) for i in fed.honest
+    ]
     return float(np.median(norms))
 
 
@@ -463,8 +587,7 @@ def train_standalone(ctx: RunContext, fed: Federation, init: State, worker, seed
     return accs
 
 
-def train_rffl(ctx: RunContext, fed: Federation, init: State, worker, gamma: float, seed: int, tag: str,
-               bar) -> dict:
+def train_rffl(ctx: RunContext, fed: Federation, init: State, worker, gamma: float, seed: int, tag: str, bar) -> dict:
     """RFFL on ``fed``; logs reputations, threshold, |R| and every honest participant's test accuracy."""
     p, parts = ctx.p, fed.participants
     server = ReputationServer(fed.sizes, p.alpha, p.beta, p.grace_rounds)
@@ -483,13 +606,16 @@ def train_rffl(ctx: RunContext, fed: Federation, init: State, worker, gamma: flo
         for i, a in zip(fed.honest, accs):
             log(t + 1, f"RFFL · {parts[i].label}{tag}", "participant_acc", a, seed=seed)
         bar.update(1)
-    return {"acc": accs, "removed": {parts[i].label: r for i, r in server.removed_round.items()},
-            "adversaries": [q.label for q in parts if not q.honest], "reputation": server.r.tolist(),
-            "asr": float(np.mean([attack_success(worker, states[i], fed.x_test, fed.y_test) for i in fed.honest]))}
+    return {
+        "acc": accs,
+        "removed": {parts[i].label: r for i, r in server.removed_round.items()},
+        "adversaries": [q.label for q in parts if not q.honest],
+        "reputation": server.r.tolist(),
+        "asr": float(np.mean([attack_success(worker, states[i], fed.x_test, fed.y_test) for i in fed.honest])),
+    }
 
 
-def train_fedavg(ctx: RunContext, fed: Federation, init: State, worker, gamma: float, seed: int, tag: str,
-                 bar) -> dict:
+def train_fedavg(ctx: RunContext, fed: Federation, init: State, worker, gamma: float, seed: int, tag: str, bar) -> dict:
     """FedAvg on ``fed`` with the same uploads and clipping; every honest participant holds the global model."""
     p = ctx.p
     gens, state = participant_generators(seed, len(fed.participants)), dict(init)
@@ -514,9 +640,12 @@ def claim_fairness(rho: dict, seeds: list[int], threshold: float = 0.7) -> Claim
     numbers = {f"{a}_seed{s}_rho": v for a, vs in rho.items() for s, v in zip(seeds, vs)}
     worst = min(v for vs in rho.values() for v in vs)
     numbers.update({"min_rho_rffl": worst, "rho_fedavg": 0.0})
-    return ClaimCheck(claim=f"fairness: ρ(standalone acc, final RFFL acc) over honest participants ≥ {threshold}"
-                            " in every seed", passed=worst >= threshold, numbers=numbers,
-                      detail="FedAvg gives every participant the same model, so its ρ is undefined: reported as 0")
+    return ClaimCheck(
+        claim=f"fairness: ρ(standalone acc, final RFFL acc) over honest participants ≥ {threshold} in every seed",
+        passed=worst >= threshold,
+        numbers=numbers,
+        detail="FedAvg gives every participant the same model, so its ρ is undefined: reported as 0",
+    )
 
 
 def last_removal(rounds: dict, adversaries: list[str]) -> int:
@@ -527,14 +656,20 @@ def last_removal(rounds: dict, adversaries: list[str]) -> int:
 
 def claim_removal(removed: dict, seeds: list[int], within: int = 5) -> ClaimCheck | None:
     """Every adversary of an expelled kind leaves R by round ``within`` in every seed (−1 = never removed)."""
-    numbers = {f"{attack}_seed{s}_round": last_removal(rounds, advs)
-               for attack, per_seed in removed.items() for s, (rounds, advs) in zip(seeds, per_seed)}
+    numbers = {
+        f"{attack}_seed{s}_round": last_removal(rounds, advs)
+        for attack, per_seed in removed.items()
+        for s, (rounds, advs) in zip(seeds, per_seed)
+    }
     if not numbers:
         return None
     passed = all(0 < v <= within for v in numbers.values())
-    return ClaimCheck(claim=f"robustness: every free-rider / corrupting adversary is removed from R by round {within}"
-                            " in every seed", passed=passed, numbers=numbers,
-                      detail="round of the last adversary's removal, 1-based (−1 = never removed)")
+    return ClaimCheck(
+        claim=f"robustness: every free-rider / corrupting adversary is removed from R by round {within} in every seed",
+        passed=passed,
+        numbers=numbers,
+        detail="round of the last adversary's removal, 1-based (−1 = never removed)",
+    )
 
 
 def claim_accuracy(best: dict, fedavg: dict, seeds: list[int], tol: float = 0.02) -> ClaimCheck:
@@ -544,17 +679,25 @@ def claim_accuracy(best: dict, fedavg: dict, seeds: list[int], tol: float = 0.02
         for s, b, f in zip(seeds, best[attack], fedavg[attack]):
             numbers[f"{attack}_seed{s}_rffl_best"], numbers[f"{attack}_seed{s}_fedavg"] = b, f
             ok = ok and b >= f - tol
-    return ClaimCheck(claim=f"accuracy: the best honest RFFL participant's final test accuracy ≥ FedAvg's − {tol}"
-                            " (same adversaries) in every seed", passed=ok, numbers=numbers,
-                      detail="means are not compared: small contributors are deliberately paid less")
+    return ClaimCheck(
+        claim=f"accuracy: the best honest RFFL participant's final test accuracy ≥ FedAvg's − {tol}"
+        " (same adversaries) in every seed",
+        passed=ok,
+        numbers=numbers,
+        detail="means are not compared: small contributors are deliberately paid less",
+    )
 
 
 def claim_label_flip(asr_rffl: list[float], asr_fedavg: list[float]) -> ClaimCheck:
     """Reported: under label flipping, RFFL's honest mean attack success (1 → 7) ≤ FedAvg's (mean over seeds)."""
     a, b = float(np.mean(asr_rffl)), float(np.mean(asr_fedavg))
-    return ClaimCheck(claim="label flipping: RFFL's attack success rate (true 1 predicted 7) ≤ FedAvg's",
-                      passed=a <= b, numbers={"asr_rffl": a, "asr_fedavg": b}, asserted=False,
-                      detail="mean over honest participants and seeds; a design target of the card, reported only")
+    return ClaimCheck(
+        claim="label flipping: RFFL's attack success rate (true 1 predicted 7) ≤ FedAvg's",
+        passed=a <= b,
+        numbers={"asr_rffl": a, "asr_fedavg": b},
+        asserted=False,
+        detail="mean over honest participants and seeds; a design target of the card, reported only",
+    )
 
 
 # ---------------------------------------------------------------- figures
@@ -577,8 +720,14 @@ def reputation_figure(history, ex: dict, attack: str):
     """Reputation r_i per participant over rounds (adversaries red) with the threshold β/|R| dashed."""
     tag, labels = ex["tags"][attack], ex["labels"][attack]
     names = [f"{lab}{tag}" for lab in labels]
-    fig = viz.curves(history, "reputation", series=names, xlabel="round", ylabel="reputation r_i",
-                     title=f"Reputations over rounds ({ATTACK_LABELS[attack]}; mean ± std over seeds)")
+    fig = viz.curves(
+        history,
+        "reputation",
+        series=names,
+        xlabel="round",
+        ylabel="reputation r_i",
+        title=f"Reputations over rounds ({ATTACK_LABELS[attack]}; mean ± std over seeds)",
+    )
     honest = [n for n, k in zip(names, ex["kinds"][attack]) if k == "honest"]
     blues = ["#08306b", "#2171b5", "#4292c6", "#6baed6", "#9ecae1", "#2ca02c", "#17becf", "#9467bd"]
     colours = {n: blues[i % len(blues)] for i, n in enumerate(honest)}
@@ -596,10 +745,14 @@ def fairness_figure(ex: dict, attack: str):
     rffl = [a for per_seed in ex["final"][attack]["rffl"] for a in per_seed]
     fedavg = [a for per_seed in ex["final"][attack]["fedavg"] for a in per_seed]
     rho = ex["rho"][attack]
-    fig = viz.lines(x, {f"RFFL (ρ = {np.mean(rho):.2f} ± {np.std(rho):.2f})": rffl,
-                        "FedAvg (one model: ρ undefined)": fedavg}, mode="markers", xlabel="standalone accuracy",
-                    ylabel="final federated accuracy",
-                    title=f"Reward vs contribution per honest participant ({ATTACK_LABELS[attack]}, all seeds)")
+    fig = viz.lines(
+        x,
+        {f"RFFL (ρ = {np.mean(rho):.2f} ± {np.std(rho):.2f})": rffl, "FedAvg (one model: ρ undefined)": fedavg},
+        mode="markers",
+        xlabel="standalone accuracy",
+        ylabel="final federated accuracy",
+        title=f"Reward vs contribution per honest participant ({ATTACK_LABELS[attack]}, all seeds)",
+    )
     fig.update_traces(marker={"size": 9})
     return fig
 
@@ -608,24 +761,38 @@ def make_figures(result) -> dict:
     """Test accuracy, reputations, fairness scatter, per-participant accuracy, robust accuracy per attack."""
     h, ex = result.history, result.extras
     attacks, primary = ex["attacks"], ex["primary"]
-    figs = {"test_acc": viz.curves(h, "test_acc", xlabel="round", ylabel="test accuracy",
-                                   title="Test accuracy (best / mean honest participant; FedAvg's global model)"),
-            "reputation": reputation_figure(h, ex, primary),
-            "fairness": fairness_figure(ex, primary)}
+    figs = {
+        "test_acc": viz.curves(
+            h,
+            "test_acc",
+            xlabel="round",
+            ylabel="test accuracy",
+            title="Test accuracy (best / mean honest participant; FedAvg's global model)",
+        ),
+        "reputation": reputation_figure(h, ex, primary),
+        "fairness": fairness_figure(ex, primary),
+    }
     tag = ex["tags"][primary]
-    series = [s for s in dict.fromkeys(h[h.metric == "participant_acc"].series)
-              if s.startswith("RFFL") and s.endswith(tag)] + [f"FedAvg{tag}"]
+    series = [
+        s for s in dict.fromkeys(h[h.metric == "participant_acc"].series) if s.startswith("RFFL") and s.endswith(tag)
+    ] + [f"FedAvg{tag}"]
     rows = h[(h.metric == "participant_acc") | ((h.metric == "test_acc") & (h.series == f"FedAvg{tag}"))]
-    figs["participant_acc"] = viz.curves(rows.assign(metric="acc"), "acc", series=series, xlabel="round",
-                                         ylabel="test accuracy", band=False,
-                                         title=f"Each honest participant's model under RFFL vs FedAvg "
-                                               f"({ATTACK_LABELS[primary]}; mean over seeds)")
+    figs["participant_acc"] = viz.curves(
+        rows.assign(metric="acc"),
+        "acc",
+        series=series,
+        xlabel="round",
+        ylabel="test accuracy",
+        band=False,
+        title=f"Each honest participant's model under RFFL vs FedAvg ({ATTACK_LABELS[primary]}; mean over seeds)",
+    )
     bars = {}
     for a in attacks:
         bars[f"{ATTACK_LABELS[a]} · RFFL best"] = [max(v) for v in ex["final"][a]["rffl"]]
         bars[f"{ATTACK_LABELS[a]} · FedAvg"] = [v[0] for v in ex["final"][a]["fedavg"]]
-    figs["robust_acc"] = viz.bars(bars, ylabel="final test accuracy",
-                                  title="Robust accuracy: best honest RFFL participant vs FedAvg, per attack")
+    figs["robust_acc"] = viz.bars(
+        bars, ylabel="final test accuracy", title="Robust accuracy: best honest RFFL participant vs FedAvg, per attack"
+    )
     for a in attacks:
         if a != primary and a != "none":
             figs[f"reputation_{a}"] = reputation_figure(h, ex, a)
@@ -677,12 +844,26 @@ def run(ctx: RunContext) -> Outcome:
     if "label_flip" in attacks:
         claims.append(claim_label_flip(keep["label_flip"]["asr_rffl"], keep["label_flip"]["asr_fedavg"]))
     primary = next((a for a in attacks if a != "none"), attacks[0])
-    metrics = {"rho_rffl": float(np.mean(rho[primary])), "acc_rffl_best": float(np.mean(best[primary])),
-               "acc_rffl_mean": float(np.mean([np.mean(v) for v in final[primary]["rffl"]])),
-               "acc_fedavg": float(np.mean(fedavg[primary])),
-               "acc_standalone_best": float(np.mean([max(v) for v in standalone])), "gamma": float(np.mean(gammas))}
-    extras = {"seeds": seeds, "attacks": attacks, "primary": primary, "tags": tags, "labels": labels, "kinds": kinds,
-              "final": final, "standalone": standalone, "rho": rho, "gammas": gammas,
-              "removed": {a: [r for r, _ in keep[a]["removed"]] for a in attacks},
-              "asr": {a: {"rffl": keep[a]["asr_rffl"], "fedavg": keep[a]["asr_fedavg"]} for a in attacks}}
+    metrics = {
+        "rho_rffl": float(np.mean(rho[primary])),
+        "acc_rffl_best": float(np.mean(best[primary])),
+        "acc_rffl_mean": float(np.mean([np.mean(v) for v in final[primary]["rffl"]])),
+        "acc_fedavg": float(np.mean(fedavg[primary])),
+        "acc_standalone_best": float(np.mean([max(v) for v in standalone])),
+        "gamma": float(np.mean(gammas)),
+    }
+    extras = {
+        "seeds": seeds,
+        "attacks": attacks,
+        "primary": primary,
+        "tags": tags,
+        "labels": labels,
+        "kinds": kinds,
+        "final": final,
+        "standalone": standalone,
+        "rho": rho,
+        "gammas": gammas,
+        "removed": {a: [r for r, _ in keep[a]["removed"]] for a in attacks},
+        "asr": {a: {"rffl": keep[a]["asr_rffl"], "fedavg": keep[a]["asr_fedavg"]} for a in attacks},
+    }
     return Outcome(metrics=metrics, claims=claims, extras=extras)

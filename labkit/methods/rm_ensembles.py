@@ -8,11 +8,12 @@ policy's samples, are combined into one score (:mod:`labkit.models.reward`):
     UWO:   R_UWO(y)  = R_mean(y) − λ·Var_i R_i(y)                      uncertainty-weighted optimisation
 
 and the policy is optimised against it by best-of-n (BoN; the unbiased estimator over one pool, KL_bon(n) =
-log n − (n−1)/n, :mod:`labkit.core.rlhf`) or by PPO. The toy (the card's): responses y ∈ R^d from the "SFT policy"
+log n − (n−1)/n, :mod:`labkit.substrates.rlhf`) or by PPO. The toy (the card's): responses y ∈ R^d from the "SFT policy"
 N(0, I), gold reward r*(y) = wᵀy − c‖y‖², proxy RMs = ReLU MLPs trained by Bradley–Terry on (noisy) gold
 preferences. The PPO part optimises a Gaussian policy N(μ, diag σ²) with the clipped surrogate and an analytic
 KL(π ‖ N(0, I)) penalty, so its gold reward and KL are exact.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,28 +25,75 @@ import torch
 
 from labkit import viz
 from labkit.core import ClaimCheck, Outcome, Param, RunContext, method_run
-from labkit.core.rlhf import best_of_n_kl, clipped_surrogate_loss, unbiased_best_of_n
 from labkit.data import preferences as prefs
-from labkit.models.reward import (RewardEnsemble, RewardMLP, combine, flip_pairs, preference_accuracy,
-                                  standardise, train_ensemble)
+from labkit.models.reward import (
+    RewardEnsemble,
+    RewardMLP,
+    combine,
+    flip_pairs,
+    preference_accuracy,
+    standardise,
+    train_ensemble,
+)
+from labkit.substrates.rlhf import best_of_n_kl, clipped_surrogate_loss, unbiased_best_of_n
 
 MAIN_METRIC = "gold_reward"
 PARAMS = [
-    Param("lam", float, quick=0.5, low=0.0, high=10.0,
-          help="UWO weight λ for best-of-n: mean − λ·Var over members (population variance, as the BoN code)"),
+    Param(
+        "lam",
+        float,
+        quick=0.5,
+        low=0.0,
+        high=10.0,
+        help="UWO weight λ for best-of-n: mean − λ·Var over members (population variance, as the BoN code)",
+    ),
     Param("noise", float, quick=0.25, low=0.0, high=0.5, help="label noise: share of preference pairs flipped"),
     Param("n_members", int, quick=5, low=2, high=20, help="ensemble size k (members differ only by seed)"),
     Param("n_pairs", int, quick=1000, full=4000, low=50, high=100_000, help="preference pairs from N(0, I) × N(0, I)"),
-    Param("max_n", int, quick=2048, full=8192, low=2, high=1_000_000,
-          help="best-of-n up to this n (powers of two, 1 … max_n; at most pool_size)"),
-    Param("pool_size", int, quick=20_000, full=50_000, low=2, high=10_000_000, main=False,
-          help="BoN pool N drawn from N(0, I) per data seed (also the standardisation pool)"),
-    Param("compare_noise", bool, quick=True, main=False,
-          help="also train an ensemble on the same pairs with 0% label noise (skipped when noise = 0)"),
-    Param("ppo", bool, quick=False, standard=True, full=True, main=False,
-          help="also run PPO on a Gaussian policy against single, mean, WCO, UWO, for β_KL in {0, 0.01}"),
-    Param("ppo_lam", float, quick=0.1, low=0.0, high=10.0, main=False,
-          help="UWO λ for PPO (unbiased variance, as the PPO code; 0.1 in the released config)"),
+    Param(
+        "max_n",
+        int,
+        quick=2048,
+        full=8192,
+        low=2,
+        high=1_000_000,
+        help="best-of-n up to this n (powers of two, 1 … max_n; at most pool_size)",
+    ),
+    Param(
+        "pool_size",
+        int,
+        quick=20_000,
+        full=50_000,
+        low=2,
+        high=10_000_000,
+        main=False,
+        help="BoN pool N drawn from N(0, I) per data seed (also the standardisation pool)",
+    ),
+    Param(
+        "compare_noise",
+        bool,
+        quick=True,
+        main=False,
+        help="also train an ensemble on the same pairs with 0% label noise (skipped when noise = 0)",
+    ),
+    Param(
+        "ppo",
+        bool,
+        quick=False,
+        standard=True,
+        full=True,
+        main=False,
+        help="also run PPO on a Gaussian policy against single, mean, WCO, UWO, for β_KL in {0, 0.01}",
+    ),
+    Param(
+        "ppo_lam",
+        float,
+        quick=0.1,
+        low=0.0,
+        high=10.0,
+        main=False,
+        help="UWO λ for PPO (unbiased variance, as the PPO code; 0.1 in the released config)",
+    ),
     Param("ppo_steps", int, quick=300, low=1, high=100_000, main=False, help="PPO iterations (one batch each)"),
     Param("ppo_batch", int, quick=256, low=2, high=100_000, main=False, help="samples per PPO iteration"),
     Param("ppo_epochs", int, quick=4, low=1, high=50, main=False, help="Adam steps on each batch"),
@@ -55,8 +103,17 @@ PARAMS = [
     Param("rm_hidden", int, quick=32, low=1, high=4096, main=False, help="width of the RM's two hidden layers"),
     Param("dim", int, quick=8, low=1, high=1024, main=False, help="response dimension d"),
     Param("curvature", float, quick=0.15, low=0.0, high=10.0, main=False, help="c in r*(y) = wᵀy − c‖y‖²"),
-    Param("n_seeds", int, quick=1, standard=3, full=5, low=1, high=100, main=False,
-          help="data seeds seed, seed+1, …: each draws w, pairs, labels, pool and its own k members"),
+    Param(
+        "n_seeds",
+        int,
+        quick=1,
+        standard=3,
+        full=5,
+        low=1,
+        high=100,
+        main=False,
+        help="data seeds seed, seed+1, …: each draws w, pairs, labels, pool and its own k members",
+    ),
 ]
 
 RM_BATCH = 128
@@ -69,15 +126,20 @@ OBJECTIVES = ("single", "mean", "WCO", "UWO")
 
 # --------------------------------------------------------------------------------------------- the objectives
 
+
 def objective_scores(S: torch.Tensor, lam: float, unbiased: bool = False) -> dict[str, torch.Tensor]:
     """Standardised member scores ``S (k, N)`` → {"single": S[0], "mean", "WCO": min, "UWO": mean − λ·Var}."""
-    return {"single": S[0], "mean": combine(S, "mean"), "WCO": combine(S, "wco"),
-            "UWO": combine(S, "uwo", lam, unbiased)}
+    return {
+        "single": S[0],
+        "mean": combine(S, "mean"),
+        "WCO": combine(S, "wco"),
+        "UWO": combine(S, "uwo", lam, unbiased),
+    }
 
 
 def powers_of_two(max_n: int) -> list[int]:
     """n = 1, 2, 4, …, up to max_n (and max_n itself if it is not a power of two)."""
-    ns = [2 ** i for i in range(int(math.log2(max_n)) + 1)]
+    ns = [2**i for i in range(int(math.log2(max_n)) + 1)]
     return ns if ns[-1] == max_n else ns + [max_n]
 
 
@@ -96,6 +158,7 @@ def bon_curves(gold: torch.Tensor, score: torch.Tensor, ns) -> dict[str, np.ndar
 
 
 # --------------------------------------------------------------------------------------------- data and RMs
+
 
 @dataclass
 class ToyData:
@@ -131,9 +194,15 @@ def train_members(p, data: ToyData, noise: float, seed: int) -> RewardEnsemble:
     chosen, rejected = data.chosen, data.rejected
     if noise > 0:
         chosen, rejected, _ = flip_pairs(chosen, rejected, noise, torch.Generator().manual_seed(int(seed) + 10**6))
-    ens = train_ensemble(lambda: RewardMLP(p.dim, (p.rm_hidden, p.rm_hidden)), chosen, rejected,
-                         [1000 * seed + i for i in range(p.n_members)], steps=p.rm_steps, lr=p.rm_lr,
-                         batch_size=RM_BATCH)
+    ens = train_ensemble(
+        lambda: RewardMLP(p.dim, (p.rm_hidden, p.rm_hidden)),
+        chosen,
+        rejected,
+        [1000 * seed + i for i in range(p.n_members)],
+        steps=p.rm_steps,
+        lr=p.rm_lr,
+        batch_size=RM_BATCH,
+    )
     return ens.fit_standardisation(data.pool)
 
 
@@ -144,6 +213,7 @@ def member_accuracy(ens: RewardEnsemble, tests: dict) -> dict[str, list[float]]:
 
 # --------------------------------------------------------------------------------------------- the Gaussian policy
 
+
 def gaussian_logp(y: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
     """log N(y; μ, diag σ²) = −Σ_j [(y_j − μ_j)²/(2σ_j²) + log σ_j + ½ log 2π]. ``(B, d)`` → ``(B,)``."""
     return -(((y - mu) / log_sigma.exp()) ** 2 / 2 + log_sigma + 0.5 * math.log(2 * math.pi)).sum(-1)
@@ -151,7 +221,7 @@ def gaussian_logp(y: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor) ->
 
 def gaussian_kl(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
     """KL(N(μ, diag σ²) ‖ N(0, I)) = ½ Σ_j (σ_j² + μ_j² − 1 − 2 log σ_j)."""
-    return 0.5 * ((2 * log_sigma).exp() + mu ** 2 - 1 - 2 * log_sigma).sum(-1)
+    return 0.5 * ((2 * log_sigma).exp() + mu**2 - 1 - 2 * log_sigma).sum(-1)
 
 
 def gaussian_gold(mu: torch.Tensor, log_sigma: torch.Tensor, w: torch.Tensor, curvature: float) -> torch.Tensor:
@@ -179,8 +249,11 @@ def train_gaussian_ppo(reward_fn, w, p, beta_kl: float, seed: int, on_log=None, 
             y = mu + log_sigma.exp() * torch.randn(p.ppo_batch, len(w), generator=gen)
             reward = reward_fn(y)
             old_logp = gaussian_logp(y, mu, log_sigma)
-            stats = (float(gaussian_gold(mu, log_sigma, w, p.curvature)), float(reward.mean()),
-                     float(gaussian_kl(mu, log_sigma)))
+            stats = (
+                float(gaussian_gold(mu, log_sigma, w, p.curvature)),
+                float(reward.mean()),
+                float(gaussian_kl(mu, log_sigma)),
+            )
         if on_log is not None and (step % log_every == 0 or step == p.ppo_steps):
             on_log(step, *stats)
         if step == p.ppo_steps:
@@ -196,11 +269,16 @@ def train_gaussian_ppo(reward_fn, w, p, beta_kl: float, seed: int, on_log=None, 
 def ppo_rewards(ens: RewardEnsemble, lam: float) -> dict:
     """Reward functions y → score for PPO: single (member 0 alone), mean, WCO, UWO (unbiased variance)."""
     single = RewardEnsemble(ens.members[:1], ens.mean[:1], ens.std[:1])
-    return {"single": lambda y: single.score(y, "mean"), "mean": lambda y: ens.score(y, "mean"),
-            "WCO": lambda y: ens.score(y, "wco"), "UWO": lambda y: ens.score(y, "uwo", lam, unbiased=True)}
+    return {
+        "single": lambda y: single.score(y, "mean"),
+        "mean": lambda y: ens.score(y, "mean"),
+        "WCO": lambda y: ens.score(y, "wco"),
+        "UWO": lambda y: ens.score(y, "uwo", lam, unbiased=True),
+    }
 
 
 # --------------------------------------------------------------------------------------------- claim checks
+
 
 def peak_drop(gold_curves) -> np.ndarray:
     """Per seed: max_n gold − gold(n_max) (≥ 0). ``gold_curves (seeds, len(ns))``."""
@@ -214,8 +292,13 @@ def overoptimisation_claim(single, n_max: int, drop: float = 0.2) -> ClaimCheck:
     return ClaimCheck(
         claim=f"single-RM best-of-n over-optimises: gold(n={n_max}) ≤ max_n gold − {drop:g} in every data seed",
         passed=bool((drops >= drop).all()),
-        numbers={"min_drop": float(drops.min()), "mean_drop": float(drops.mean()), "n_seeds": len(drops),
-                 **{f"drop_seed{i}": float(d) for i, d in enumerate(drops)}})
+        numbers={
+            "min_drop": float(drops.min()),
+            "mean_drop": float(drops.mean()),
+            "n_seeds": len(drops),
+            **{f"drop_seed{i}": float(d) for i, d in enumerate(drops)},
+        },
+    )
 
 
 def ensemble_claim(single, wco, uwo, n_max: int, margin: float | None = None) -> ClaimCheck:
@@ -226,12 +309,18 @@ def ensemble_claim(single, wco, uwo, n_max: int, margin: float | None = None) ->
     margin = (0.25 if len(s) == 1 else 0.4) if margin is None else margin
     return ClaimCheck(
         claim=f"ensembles help: gold(n={n_max}) of WCO and of UWO each ≥ single RM + {margin:g}"
-              f" (mean over {len(s)} data seed{'s' if len(s) > 1 else ''})",
+        f" (mean over {len(s)} data seed{'s' if len(s) > 1 else ''})",
         passed=bool(gw.mean() >= margin and gu.mean() >= margin),
-        numbers={"wco_minus_single": float(gw.mean()), "uwo_minus_single": float(gu.mean()),
-                 "worst_seed_wco": float(gw.min()), "worst_seed_uwo": float(gu.min()),
-                 "gold_single": float(s.mean()), "gold_wco": float(final(wco).mean()),
-                 "gold_uwo": float(final(uwo).mean())})
+        numbers={
+            "wco_minus_single": float(gw.mean()),
+            "uwo_minus_single": float(gu.mean()),
+            "worst_seed_wco": float(gw.min()),
+            "worst_seed_uwo": float(gu.min()),
+            "gold_single": float(s.mean()),
+            "gold_wco": float(final(wco).mean()),
+            "gold_uwo": float(final(uwo).mean()),
+        },
+    )
 
 
 def mean_between_claim(single, mean, wco, uwo, n_max: int) -> ClaimCheck:
@@ -240,8 +329,10 @@ def mean_between_claim(single, mean, wco, uwo, n_max: int) -> ClaimCheck:
     lo, hi = f(single), min(f(wco), f(uwo))
     return ClaimCheck(
         claim=f"the mean ensemble lies in between: single ≤ mean ≤ min(WCO, UWO) at n={n_max}",
-        passed=bool(lo <= f(mean) <= hi), numbers={"mean_minus_single": f(mean) - lo, "gold_mean": f(mean)},
-        asserted=False)
+        passed=bool(lo <= f(mean) <= hi),
+        numbers={"mean_minus_single": f(mean) - lo, "gold_mean": f(mean)},
+        asserted=False,
+    )
 
 
 def ppo_claim(final_gold: dict) -> ClaimCheck:
@@ -254,11 +345,16 @@ def ppo_claim(final_gold: dict) -> ClaimCheck:
             gap = float(np.mean(final_gold[(obj, beta)])) - s
             nums[f"{obj.lower()}_minus_single_beta{beta:g}"] = gap
             ok &= gap >= 0
-    return ClaimCheck(claim="PPO: final gold of WCO and of UWO ≥ single RM's, for every β_KL (mean over seeds)",
-                      passed=bool(ok), numbers=nums, asserted=False)
+    return ClaimCheck(
+        claim="PPO: final gold of WCO and of UWO ≥ single RM's, for every β_KL (mean over seeds)",
+        passed=bool(ok),
+        numbers=nums,
+        asserted=False,
+    )
 
 
 # --------------------------------------------------------------------------------------------- figures
+
 
 def curve_table(hist, metric: str):
     """Mean over seeds of ``metric``: a frame indexed by n (the BoN step), one column per series."""
@@ -270,8 +366,14 @@ def kl_figure(result, metric: str, title: str, ylabel: str):
     """``metric`` against KL_bon(n) per series; 0%-noise series dashed."""
     table = curve_table(result.history, metric)
     order = [s for s in result.extras["series"] if s in table.columns]
-    fig = viz.lines([best_of_n_kl(int(n)) for n in table.index], {s: table[s].values for s in order},
-                    mode="lines+markers", title=title, xlabel="KL_bon(n) = log n − (n−1)/n  (nats)", ylabel=ylabel)
+    fig = viz.lines(
+        [best_of_n_kl(int(n)) for n in table.index],
+        {s: table[s].values for s in order},
+        mode="lines+markers",
+        title=title,
+        xlabel="KL_bon(n) = log n − (n−1)/n  (nats)",
+        ylabel=ylabel,
+    )
     colours = viz.color_map([s.split(" · ")[0] for s in order])
     for trace in fig.data:
         trace.line.update(color=colours[trace.name.split(" · ")[0]], dash="dash" if " · " in trace.name else None)
@@ -281,26 +383,50 @@ def kl_figure(result, metric: str, title: str, ylabel: str):
 def make_figures(result) -> dict:
     x = result.extras
     figs = {
-        "gold_vs_kl": kl_figure(result, "gold_reward", "Best-of-n: gold reward against KL (mean over data seeds;"
-                                " dashed: 0% label noise)", "E[r*(best of n)]"),
-        "proxy_vs_kl": kl_figure(result, "proxy_z", "Best-of-n: the optimised (proxy) score, z-scored over the pool",
-                                 "E[proxy_z]"),
+        "gold_vs_kl": kl_figure(
+            result,
+            "gold_reward",
+            "Best-of-n: gold reward against KL (mean over data seeds; dashed: 0% label noise)",
+            "E[r*(best of n)]",
+        ),
+        "proxy_vs_kl": kl_figure(
+            result, "proxy_z", "Best-of-n: the optimised (proxy) score, z-scored over the pool", "E[proxy_z]"
+        ),
         "gap": kl_figure(result, "gap", "Over-optimisation gap: proxy_z − gold_z (pool-std units)", "gap"),
-        "rm_accuracy": viz.bars(x["accuracy_bars"], title="Per-member accuracy on held-out pairs ordered by r*"
-                                " (typical: N(0, I); tail: N(0, 4I)); dots: data seeds", ylabel="accuracy"),
-        "disagreement": viz.lines(x["disagreement"]["norm"], {"std across members": x["disagreement"]["std"]},
-                                  mode="markers", title="Ensemble disagreement grows in the tails (first data seed)",
-                                  xlabel="‖y‖", ylabel="std_i of standardised R_i(y)"),
+        "rm_accuracy": viz.bars(
+            x["accuracy_bars"],
+            title="Per-member accuracy on held-out pairs ordered by r*"
+            " (typical: N(0, I); tail: N(0, 4I)); dots: data seeds",
+            ylabel="accuracy",
+        ),
+        "disagreement": viz.lines(
+            x["disagreement"]["norm"],
+            {"std across members": x["disagreement"]["std"]},
+            mode="markers",
+            title="Ensemble disagreement grows in the tails (first data seed)",
+            xlabel="‖y‖",
+            ylabel="std_i of standardised R_i(y)",
+        ),
     }
     lam = x["lam_sweep"]
-    figs["uwo_lambda"] = viz.lines([best_of_n_kl(n) for n in x["ns"]], {f"UWO λ={k}": v for k, v in lam.items()},
-                                   mode="lines+markers", title="UWO: gold reward against KL_bon for several λ",
-                                   xlabel="KL_bon(n) (nats)", ylabel="E[r*(best of n)]")
+    figs["uwo_lambda"] = viz.lines(
+        [best_of_n_kl(n) for n in x["ns"]],
+        {f"UWO λ={k}": v for k, v in lam.items()},
+        mode="lines+markers",
+        title="UWO: gold reward against KL_bon for several λ",
+        xlabel="KL_bon(n) (nats)",
+        ylabel="E[r*(best of n)]",
+    )
     if "ppo_final" in x:
-        figs["ppo_gold_vs_kl"] = ppo_figure(result.history, "ppo_gold", "PPO: gold reward against KL(π‖N(0, I))"
-                                            " along training (mean over seeds)", "E_π[r*] (exact)")
-        figs["ppo_proxy_vs_kl"] = ppo_figure(result.history, "ppo_proxy", "PPO: the optimised proxy score against KL",
-                                             "mean proxy score of the batch")
+        figs["ppo_gold_vs_kl"] = ppo_figure(
+            result.history,
+            "ppo_gold",
+            "PPO: gold reward against KL(π‖N(0, I)) along training (mean over seeds)",
+            "E_π[r*] (exact)",
+        )
+        figs["ppo_proxy_vs_kl"] = ppo_figure(
+            result.history, "ppo_proxy", "PPO: the optimised proxy score against KL", "mean proxy score of the batch"
+        )
     return figs
 
 
@@ -313,13 +439,20 @@ def ppo_figure(hist, metric: str, title: str, ylabel: str):
     colours = viz.color_map([n.split(" β")[0] for n in names])
     fig = viz.lines([], {}, title=title, xlabel="KL(π ‖ N(0, I)) (nats)", ylabel=ylabel)
     for n in names:
-        fig.add_trace(go.Scatter(x=means[n]["ppo_kl"].values, y=means[n][metric].values, mode="lines", name=n,
-                                 line={"color": colours[n.split(" β")[0]],
-                                       "dash": None if n.endswith("β_KL=0") else "dash"}))
+        fig.add_trace(
+            go.Scatter(
+                x=means[n]["ppo_kl"].values,
+                y=means[n][metric].values,
+                mode="lines",
+                name=n,
+                line={"color": colours[n.split(" β")[0]], "dash": None if n.endswith("β_KL=0") else "dash"},
+            )
+        )
     return fig
 
 
 # --------------------------------------------------------------------------------------------- the experiment
+
 
 def log_curves(ctx: RunContext, ns, curves: dict, series: str, seed: int) -> None:
     """History rows of one BoN curve set: step = n; metrics gold_reward, proxy_z, gold_z, gap, kl_bon."""
@@ -398,9 +531,11 @@ def run(ctx: RunContext) -> Outcome:
                         bar.update(1)
     bar.close()
     gold = {name: np.stack([c["gold_reward"] for c in curves]) for name, curves in per_seed.items()}
-    claims = [overoptimisation_claim(gold["single"], ns[-1]),
-              ensemble_claim(gold["single"], gold["WCO"], gold["UWO"], ns[-1]),
-              mean_between_claim(gold["single"], gold["mean"], gold["WCO"], gold["UWO"], ns[-1])]
+    claims = [
+        overoptimisation_claim(gold["single"], ns[-1]),
+        ensemble_claim(gold["single"], gold["WCO"], gold["UWO"], ns[-1]),
+        mean_between_claim(gold["single"], gold["mean"], gold["WCO"], gold["UWO"], ns[-1]),
+    ]
     if rates[1:]:
         suffix = rates[1][1]
         clean = ensemble_claim(gold["single" + suffix], gold["WCO" + suffix], gold["UWO" + suffix], ns[-1])
@@ -414,12 +549,16 @@ def run(ctx: RunContext) -> Outcome:
     k = p.n_members
     acc_arr = {name: np.asarray(v) for name, v in acc.items()}  # (seeds, k)
     extras = {
-        "ns": ns, "seeds": seeds, "series": list(per_seed), "lam": p.lam,
+        "ns": ns,
+        "seeds": seeds,
+        "series": list(per_seed),
+        "lam": p.lam,
         "gold_table": {name: g.tolist() for name, g in gold.items()},
         "lam_sweep": {lam: np.mean(v, 0).tolist() for lam, v in lam_sweep.items()},
         "accuracy": {name: v.tolist() for name, v in acc_arr.items()},
-        "accuracy_bars": {f"RM {i + 1} · {name}": acc_arr[name][:, i].tolist()
-                          for name in ("typical", "tail") for i in range(k)},
+        "accuracy_bars": {
+            f"RM {i + 1} · {name}": acc_arr[name][:, i].tolist() for name in ("typical", "tail") for i in range(k)
+        },
         "disagreement": disagreement,
     }
     if p.ppo:

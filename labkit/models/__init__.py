@@ -1,4 +1,5 @@
 """Small models shared by the methods."""
+
 from .mlp import MLP
 
 __all__ = ["MLP"]

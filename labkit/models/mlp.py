@@ -1,7 +1,7 @@
 """A plain multi-layer perceptron, optionally with BatchNorm."""
+
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 

@@ -3,7 +3,7 @@
 A reward model r_φ maps a response (a feature vector, or a prompt + response token sequence) to a scalar.
 It is trained by Bradley–Terry maximum likelihood on pairs (y_w, y_l):
 
-    L(φ) = mean_n −log σ(r_φ(y_w,n) − r_φ(y_l,n))         (:func:`labkit.core.preference.bradley_terry_loss`)
+    L(φ) = mean_n −log σ(r_φ(y_w,n) − r_φ(y_l,n))         (:func:`labkit.substrates.preference.bradley_terry_loss`)
 
 Label noise: :func:`flip_labels` swaps a fixed fraction of the pairs (25 % in the RM-ensemble card).
 
@@ -15,21 +15,23 @@ member (its own mean/std over a reference pool) the conservative objectives of C
 with the POPULATION variance (1/k) Σ_i (S − mean)² by default (their best-of-n code, numpy); ``unbiased=True``
 gives the 1/(k−1) version of their PPO code (torch).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from labkit.core.preference import bradley_terry_loss
 from labkit.models.mlp import MLP
+from labkit.substrates.preference import bradley_terry_loss
 
 Inputs = torch.Tensor | tuple  # a tensor, or a tuple of tensors indexed together along dim 0 (prompts, responses)
 
 
 # --------------------------------------------------------------------------------------------- models
+
 
 class RewardMLP(nn.Module):
     """r(y) = MLP(y): ``in_dim → hidden … → 1`` with ReLU. ``(N, in_dim)`` → ``(N,)``."""
@@ -63,6 +65,7 @@ class SequenceRewardModel(nn.Module):
 
 # --------------------------------------------------------------------------------------------- labels and training
 
+
 def flip_labels(labels: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
     """Label noise: a copy of the boolean ``labels`` with exactly round(rate·N) of them, chosen uniformly without
     replacement, negated (so the realised noise rate is ``rate`` up to rounding, not just in expectation)."""
@@ -70,7 +73,7 @@ def flip_labels(labels: torch.Tensor, rate: float, generator: torch.Generator) -
         raise ValueError(f"rate must be in [0, 1], got {rate}")
     n = labels.numel()
     flip = torch.zeros(n, dtype=torch.bool)
-    flip[torch.randperm(n, generator=generator)[:round(rate * n)]] = True
+    flip[torch.randperm(n, generator=generator)[: round(rate * n)]] = True
     return labels ^ flip.view(labels.shape).to(labels.device)
 
 
@@ -103,9 +106,16 @@ def _score(model: nn.Module, x: Inputs) -> torch.Tensor:
     return model(*x) if isinstance(x, tuple) else model(x)
 
 
-def train_reward_model(model: nn.Module, chosen: Inputs, rejected: Inputs, steps: int = 300, lr: float = 3e-3,
-                       batch_size: int = 128, generator: torch.Generator | None = None,
-                       weight_decay: float = 0.0) -> list[float]:
+def train_reward_model(
+    model: nn.Module,
+    chosen: Inputs,
+    rejected: Inputs,
+    steps: int = 300,
+    lr: float = 3e-3,
+    batch_size: int = 128,
+    generator: torch.Generator | None = None,
+    weight_decay: float = 0.0,
+) -> list[float]:
     """Bradley–Terry training: ``steps`` Adam steps on mean −log σ(r(y_w) − r(y_l)) over shuffled mini-batches
     (``generator``: a CPU generator). ``chosen``/``rejected`` are tensors or tuples (prompts, responses).
     Trains ``model`` in place; returns the loss of every step."""
@@ -118,7 +128,7 @@ def train_reward_model(model: nn.Module, chosen: Inputs, rejected: Inputs, steps
     for step in range(1, steps + 1):
         if pos + batch_size > n:
             order, pos = torch.randperm(n, generator=generator), 0
-        idx = order[pos:pos + batch_size]
+        idx = order[pos : pos + batch_size]
         pos += batch_size
         loss = bradley_terry_loss(_score(model, _take(chosen, idx)), _score(model, _take(rejected, idx))).mean()
         opt.zero_grad(set_to_none=True)
@@ -137,7 +147,10 @@ def preference_accuracy(model: nn.Module, chosen: Inputs, rejected: Inputs) -> f
 
 # --------------------------------------------------------------------------------------------- ensembles
 
-def standardise(scores: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> torch.Tensor:
+
+def standardise(
+    scores: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None
+) -> torch.Tensor:
     """(S[i, n] − μ_i)/σ_i per member (row), with μ, σ over the columns of ``scores`` unless given ``(k,)``.
     Without it the member with the largest scale dominates the min and the variance."""
     mean = scores.mean(-1) if mean is None else mean
@@ -191,21 +204,23 @@ class RewardEnsemble:
     def member_scores(self, x: Inputs) -> torch.Tensor:
         return torch.stack([_score(m, x) for m in self.members])
 
-    def fit_standardisation(self, x_ref: Inputs) -> "RewardEnsemble":
+    def fit_standardisation(self, x_ref: Inputs) -> RewardEnsemble:
         s = self.member_scores(x_ref)
         self.mean, self.std = s.mean(-1), s.std(-1)
         return self
 
-    def score(self, x: Inputs, objective: str = "mean", lam: float = 0.5, unbiased: bool = False,
-              standardised: bool = True) -> torch.Tensor:
+    def score(
+        self, x: Inputs, objective: str = "mean", lam: float = 0.5, unbiased: bool = False, standardised: bool = True
+    ) -> torch.Tensor:
         s = self.member_scores(x)
         if standardised:
             s = standardise(s, self.mean, self.std)
         return combine(s, objective, lam, unbiased)
 
 
-def train_ensemble(make_model: Callable[[], nn.Module], chosen: Inputs, rejected: Inputs, seeds: Sequence[int],
-                   **train_kwargs) -> RewardEnsemble:
+def train_ensemble(
+    make_model: Callable[[], nn.Module], chosen: Inputs, rejected: Inputs, seeds: Sequence[int], **train_kwargs
+) -> RewardEnsemble:
     """One member per seed: ``make_model()`` under ``torch.manual_seed(seed)`` (the initialisation; the global
     RNG is restored afterwards) and a ``torch.Generator(seed)`` for the mini-batch order; the same data for all,
     so members differ only by seed."""

@@ -14,6 +14,7 @@ Pieces: :class:`TinyLM` (a 2-layer pre-LayerNorm transformer, learned positions)
 :func:`per_token_kl` (exact KL of the next-token distributions on given responses) and :func:`train_nll`.
 Everything runs on the device of the model; tiny tensors are fastest on one CPU thread.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,8 +23,8 @@ import math
 import torch
 from torch import nn
 
-
 # --------------------------------------------------------------------------------------------- models
+
 
 class CausalSelfAttention(nn.Module):
     """softmax(QKᵀ/√d_h + causal mask)·V over ``n_heads`` heads, then an output projection."""
@@ -131,23 +132,26 @@ def frozen_copy(model: nn.Module) -> nn.Module:
 
 # --------------------------------------------------------------------------------------------- log-probs
 
+
 def response_logits(model: nn.Module, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
     """Logits that predict each response token: row t is the model's output at position P−1+t. ``(B, L, V)``."""
     P, L = prompts.shape[1], responses.shape[1]
     logits = model(torch.cat([prompts, responses], dim=1))
-    return logits[:, P - 1:P - 1 + L]
+    return logits[:, P - 1 : P - 1 + L]
 
 
-def token_logprobs(model: nn.Module, prompts: torch.Tensor, responses: torch.Tensor,
-                   mask: torch.Tensor | None = None) -> torch.Tensor:
+def token_logprobs(
+    model: nn.Module, prompts: torch.Tensor, responses: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """log π(y_t | x, y_<t) for every response token, zero where ``mask`` is False. ``(B, L)``."""
     logp = response_logits(model, prompts, responses).log_softmax(-1)
     out = logp.gather(-1, responses.unsqueeze(-1)).squeeze(-1)
     return out if mask is None else out * mask.to(out.dtype)
 
 
-def sequence_logprobs(model: nn.Module, prompts: torch.Tensor, responses: torch.Tensor,
-                      mask: torch.Tensor | None = None) -> torch.Tensor:
+def sequence_logprobs(
+    model: nn.Module, prompts: torch.Tensor, responses: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """log π(y|x) = Σ_t mask_t · log π(y_t | x, y_<t), the SUM over response tokens. ``(B,)``.
 
     Divide by ``mask.sum(1)`` (or L) yourself for the per-token mean (TRL's IPO, SuperHF's CE).
@@ -164,9 +168,17 @@ def response_mask(responses: torch.Tensor, eos: int) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------------- decoding
 
+
 @torch.no_grad()
-def sample(model: nn.Module, prompts: torch.Tensor, length: int, temperature: float = 1.0,
-           generator: torch.Generator | None = None, top_p: float = 1.0, eos: int | None = None) -> torch.Tensor:
+def sample(
+    model: nn.Module,
+    prompts: torch.Tensor,
+    length: int,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    top_p: float = 1.0,
+    eos: int | None = None,
+) -> torch.Tensor:
     """Draw ``length`` tokens autoregressively, y_t ~ softmax(logits_t / T) (restricted to the top-p nucleus).
 
     ``temperature`` T → 0 approaches :func:`greedy`; T = 1 with ``top_p=1`` samples π itself (use that for
@@ -184,12 +196,13 @@ def sample(model: nn.Module, prompts: torch.Tensor, length: int, temperature: fl
         nxt = torch.multinomial(probs, 1, generator=generator)
         seq = torch.cat([seq, nxt], dim=1)
     model.train(was_training)
-    out = seq[:, prompts.shape[1]:]
+    out = seq[:, prompts.shape[1] :]
     return out if eos is None else torch.where(response_mask(out, eos), out, torch.full_like(out, eos))
 
 
 def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Top-p filter: keep the most probable tokens until their mass reaches ``top_p`` (the first always), renormalise."""
+    """Top-p filter: keep the most probable tokens until their mass reaches ``top_p`` (the first always),
+    renormalise."""
     if top_p >= 1.0:
         return probs
     sorted_p, order = probs.sort(-1, descending=True)
@@ -208,14 +221,21 @@ def greedy(model: nn.Module, prompts: torch.Tensor, length: int) -> torch.Tensor
     for _ in range(length):
         seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], dim=1)
     model.train(was_training)
-    return seq[:, prompts.shape[1]:]
+    return seq[:, prompts.shape[1] :]
 
 
 # --------------------------------------------------------------------------------------------- KL
 
+
 @torch.no_grad()
-def kl_on_samples(policy: nn.Module, ref: nn.Module, prompts: torch.Tensor, responses: torch.Tensor,
-                  mask: torch.Tensor | None = None, estimator: str = "k1") -> torch.Tensor:
+def kl_on_samples(
+    policy: nn.Module,
+    ref: nn.Module,
+    prompts: torch.Tensor,
+    responses: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    estimator: str = "k1",
+) -> torch.Tensor:
     """Monte-Carlo estimate of the sequence-level KL(π‖π_ref) from responses y_n ~ π(·|x_n) (T = 1):
 
         k1:  KL ≈ (1/N) Σ_n [log π(y_n|x_n) − log π_ref(y_n|x_n)]                  unbiased, can be < 0
@@ -232,8 +252,13 @@ def kl_on_samples(policy: nn.Module, ref: nn.Module, prompts: torch.Tensor, resp
     raise ValueError(f"unknown KL estimator {estimator!r}: choose 'k1' or 'k3'")
 
 
-def per_token_kl(model_p: nn.Module, model_q: nn.Module, prompts: torch.Tensor, responses: torch.Tensor,
-                 mask: torch.Tensor | None = None) -> torch.Tensor:
+def per_token_kl(
+    model_p: nn.Module,
+    model_q: nn.Module,
+    prompts: torch.Tensor,
+    responses: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Exact KL of the next-token distributions at every response position, KL(p‖q):
 
         KL_t = Σ_v p(v | x, y_<t) · (log p(v | x, y_<t) − log q(v | x, y_<t)),   zero where ``mask`` is False.
@@ -249,14 +274,21 @@ def per_token_kl(model_p: nn.Module, model_q: nn.Module, prompts: torch.Tensor, 
 
 # --------------------------------------------------------------------------------------------- SFT
 
+
 def prompt_features(model: nn.Module, prompts: torch.Tensor) -> torch.Tensor:
-    """Mean over prompt positions of the model's final hidden states, detached: the input of a value head. ``(B, d)``."""
+    """Mean over prompt positions of the model's final hidden states, detached: the input of a value head.
+    ``(B, d)``."""
     with torch.no_grad():
         return model.hidden(prompts).mean(1)
 
 
-def nll_loss(model: nn.Module, prompts: torch.Tensor, responses: torch.Tensor, mask: torch.Tensor | None = None,
-             weights: torch.Tensor | None = None) -> torch.Tensor:
+def nll_loss(
+    model: nn.Module,
+    prompts: torch.Tensor,
+    responses: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean over the batch of w_b · (−log π(y_b|x_b) / |y_b|): the token-mean NLL of each response (prompt not
     scored), optionally weighted per example (reward-weighted BC). A scalar."""
     lengths = responses.new_full((responses.shape[0],), responses.shape[1]).float() if mask is None else mask.sum(1)
@@ -266,9 +298,18 @@ def nll_loss(model: nn.Module, prompts: torch.Tensor, responses: torch.Tensor, m
     return per_example.mean()
 
 
-def train_nll(model: nn.Module, prompts: torch.Tensor, responses: torch.Tensor, steps: int, lr: float = 1e-3,
-              batch_size: int = 64, generator: torch.Generator | None = None, mask: torch.Tensor | None = None,
-              weights: torch.Tensor | None = None, weight_decay: float = 0.0) -> list[float]:
+def train_nll(
+    model: nn.Module,
+    prompts: torch.Tensor,
+    responses: torch.Tensor,
+    steps: int,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    generator: torch.Generator | None = None,
+    mask: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+    weight_decay: float = 0.0,
+) -> list[float]:
     """Supervised fine-tuning: ``steps`` AdamW steps on :func:`nll_loss` over random mini-batches (drawn with
     replacement-free shuffles from ``generator``, a CPU generator). Trains ``model`` in place; returns the losses."""
     from labkit.core.training import check_finite
@@ -280,10 +321,15 @@ def train_nll(model: nn.Module, prompts: torch.Tensor, responses: torch.Tensor, 
     for step in range(1, steps + 1):
         if pos + batch_size > n:
             order, pos = torch.randperm(n, generator=generator), 0
-        idx = order[pos:pos + batch_size].to(prompts.device)
+        idx = order[pos : pos + batch_size].to(prompts.device)
         pos += batch_size
-        loss = nll_loss(model, prompts[idx], responses[idx], None if mask is None else mask[idx],
-                        None if weights is None else weights[idx])
+        loss = nll_loss(
+            model,
+            prompts[idx],
+            responses[idx],
+            None if mask is None else mask[idx],
+            None if weights is None else weights[idx],
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

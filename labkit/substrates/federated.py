@@ -11,17 +11,19 @@ An aggregation *rule* is any function ``rule(G, sizes) -> update`` applied to on
 (FedLD's principal-gradient rule, RFFL's reputation weights). FedProx is the local loss plus
 :func:`fedprox_penalty`. Everything runs on the device of the tensors it is given.
 """
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .training import iterate_minibatches
+from labkit.core.training import accuracy as core_accuracy
+from labkit.core.training import iterate_minibatches
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Rule = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -93,8 +95,9 @@ def fedprox_penalty(params, anchor, mu: float) -> torch.Tensor:
 # ---------------------------------------------------------------- one client, one round
 
 
-def local_train(model: nn.Module, client: Client, loss_fn: LossFn, opt: LocalSGD,
-                generator: torch.Generator) -> torch.Tensor:
+def local_train(
+    model: nn.Module, client: Client, loss_fn: LossFn, opt: LocalSGD, generator: torch.Generator
+) -> torch.Tensor:
     """Train ``model`` in place on the client's data; returns the mean mini-batch loss (a tensor,
     so that no device sync happens per step)."""
     anchor = [w.detach().clone() for w in model.parameters()] if opt.prox_mu > 0 else None
@@ -140,8 +143,15 @@ def apply_update(model: nn.Module, update: State) -> None:
             state[k].add_(u.to(state[k].dtype))
 
 
-def federated_round(model: nn.Module, clients: list[Client], loss_fn: LossFn, opt: LocalSGD, rule: Rule,
-                    generator: torch.Generator, worker: nn.Module | None = None) -> RoundResult:
+def federated_round(
+    model: nn.Module,
+    clients: list[Client],
+    loss_fn: LossFn,
+    opt: LocalSGD,
+    rule: Rule,
+    generator: torch.Generator,
+    worker: nn.Module | None = None,
+) -> RoundResult:
     """One round: every client trains from w, then w ← w + rule(G, n) (``model`` is updated in place).
 
     ``worker`` is a scratch copy of the model reused for local training (made if not given).
@@ -181,9 +191,15 @@ def client_means(values: torch.Tensor, owner: torch.Tensor, n_clients: int) -> t
 
 
 @torch.no_grad()
-def cross_evaluate(states: list[State], worker: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                   owner: torch.Tensor, n_clients: int,
-                   per_sample: Callable[[torch.Tensor, torch.Tensor], dict] = ce_per_sample) -> dict[str, torch.Tensor]:
+def cross_evaluate(
+    states: list[State],
+    worker: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    owner: torch.Tensor,
+    n_clients: int,
+    per_sample: Callable[[torch.Tensor, torch.Tensor], dict] = ce_per_sample,
+) -> dict[str, torch.Tensor]:
     """Evaluate every model on every client's data.
 
     ``x, y`` is the union of the clients' data and ``owner[b]`` the client that holds sample b.
@@ -199,11 +215,7 @@ def cross_evaluate(states: list[State], worker: nn.Module, x: torch.Tensor, y: t
     return {name: torch.stack(r) for name, r in rows.items()}
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Fraction of samples whose arg-max logit is the label."""
-    model.eval()
-    return float((model(x).argmax(dim=1) == y).float().mean())
+accuracy = core_accuracy  # the kit's one accuracy helper (labkit.core.training.accuracy)
 
 
 # ---------------------------------------------------------------- clipping and adversarial clients
@@ -261,7 +273,8 @@ def flip_labels(y: torch.Tensor, source: int = 1, target: int = 7) -> torch.Tens
     return torch.where(y == source, torch.full_like(y, target), y)
 
 
-def corrupt_update(update: State, attack: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
-                   generator: torch.Generator) -> State:
+def corrupt_update(
+    update: State, attack: Callable[[torch.Tensor, torch.Generator], torch.Tensor], generator: torch.Generator
+) -> State:
     """Apply an entry-wise ``attack`` to every floating tensor of an update, in state-dict order."""
     return {k: attack(v, generator) if v.is_floating_point() else v.clone() for k, v in update.items()}

@@ -14,6 +14,7 @@ paper writes it as (β·h − 1)², i.e. a target of 1/β instead of 1/(2β); β
 
 Every function returns a tensor shaped like its inputs (one loss per pair): take the mean yourself.
 """
+
 from __future__ import annotations
 
 import torch
@@ -45,8 +46,15 @@ def slic_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_
     return torch.relu(1.0 - beta * margin)
 
 
-def ipo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
-             chosen_lengths=None, rejected_lengths=None):
+def ipo_loss(
+    policy_chosen_logps,
+    policy_rejected_logps,
+    ref_chosen_logps,
+    ref_rejected_logps,
+    beta,
+    chosen_lengths=None,
+    rejected_lengths=None,
+):
     """L_IPO = (h − 1/(2β))², per example: regress the margin onto the fixed target 1/(2β).
 
     Without lengths, h uses the summed log-probs (the IPO paper's sequence-level form). TRL's "ipo" divides
@@ -60,8 +68,9 @@ def ipo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
     if chosen_lengths is not None:
         chosen = chosen / torch.as_tensor(chosen_lengths, dtype=chosen.dtype, device=chosen.device).clamp_min(1)
     if rejected_lengths is not None:
-        rejected = rejected / torch.as_tensor(rejected_lengths, dtype=rejected.dtype,
-                                              device=rejected.device).clamp_min(1)
+        rejected = rejected / torch.as_tensor(rejected_lengths, dtype=rejected.dtype, device=rejected.device).clamp_min(
+            1
+        )
     return (chosen - rejected - 1.0 / (2.0 * beta)) ** 2
 
 

@@ -14,11 +14,12 @@ This is what TRL's RLOO trainer optimises per sequence (with a leave-one-out bas
 A token-level PPO would instead give every token a reward (the KL term per token, R at the end) and use
 :func:`gae_advantages`; it is here for completeness and tested, but :func:`ppo_step` does not use it.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -26,8 +27,8 @@ from torch import nn
 from labkit.models.mlp import MLP
 from labkit.models.tiny_lm import prompt_features, sample, sequence_logprobs
 
-
 # --------------------------------------------------------------------------------------------- best-of-n
+
 
 def best_of_n(samples: torch.Tensor, scores: torch.Tensor, n: int):
     """Keep the highest-scoring of the first ``n`` candidates of each group (the pool is i.i.d., so the first n
@@ -38,7 +39,7 @@ def best_of_n(samples: torch.Tensor, scores: torch.Tensor, n: int):
     best = scores[..., :n].argmax(-1)
     lead = scores.dim() - 1
     idx = best.view(*best.shape, 1, *([1] * (samples.dim() - lead - 1)))
-    picked = samples.gather(lead, idx.expand(*best.shape, 1, *samples.shape[lead + 1:])).squeeze(lead)
+    picked = samples.gather(lead, idx.expand(*best.shape, 1, *samples.shape[lead + 1 :])).squeeze(lead)
     return picked, scores.gather(-1, best.unsqueeze(-1)).squeeze(-1), best
 
 
@@ -75,11 +76,15 @@ def _log_binom(a: torch.Tensor, b: float) -> torch.Tensor:
     b = torch.as_tensor(float(b), dtype=torch.float64)
     valid = a >= b
     safe = torch.where(valid, a, b)
-    return torch.where(valid, torch.lgamma(safe + 1) - torch.lgamma(b + 1) - torch.lgamma(safe - b + 1),
-                       torch.full_like(safe, -math.inf))
+    return torch.where(
+        valid,
+        torch.lgamma(safe + 1) - torch.lgamma(b + 1) - torch.lgamma(safe - b + 1),
+        torch.full_like(safe, -math.inf),
+    )
 
 
 # --------------------------------------------------------------------------------------------- PPO pieces
+
 
 class ValueHead(nn.Module):
     """V(x) = MLP(φ(x)) on prompt features φ (e.g. :func:`labkit.models.tiny_lm.prompt_features` of the frozen
@@ -140,6 +145,7 @@ def value_loss(values, returns):
 
 # --------------------------------------------------------------------------------------------- one PPO iteration
 
+
 @dataclass
 class Rollout:
     """One batch of on-policy experience: prompts ``(B, P)``, responses ``(B, L)``, the reward R, the sampling
@@ -160,20 +166,41 @@ class Rollout:
 
 
 @torch.no_grad()
-def collect_rollout(policy: nn.Module, ref: nn.Module, prompts: torch.Tensor, length: int,
-                    reward_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], kl_coef: float,
-                    generator: torch.Generator | None = None) -> Rollout:
+def collect_rollout(
+    policy: nn.Module,
+    ref: nn.Module,
+    prompts: torch.Tensor,
+    length: int,
+    reward_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    kl_coef: float,
+    generator: torch.Generator | None = None,
+) -> Rollout:
     """Sample y ~ π(·|x) at temperature 1, score R = reward_fn(x, y), and precompute log π_old, log π_ref, R̃, φ(x)."""
     responses = sample(policy, prompts, length, 1.0, generator)
     reward = reward_fn(prompts, responses).float()
     old, ref_lp = sequence_logprobs(policy, prompts, responses), sequence_logprobs(ref, prompts, responses)
-    return Rollout(prompts, responses, reward, old, ref_lp, kl_penalised_reward(reward, old, ref_lp, kl_coef),
-                   prompt_features(ref, prompts))
+    return Rollout(
+        prompts,
+        responses,
+        reward,
+        old,
+        ref_lp,
+        kl_penalised_reward(reward, old, ref_lp, kl_coef),
+        prompt_features(ref, prompts),
+    )
 
 
-def ppo_step(policy: nn.Module, value_head: nn.Module, optimizer: torch.optim.Optimizer, rollout: Rollout,
-             clip_eps: float = 0.2, epochs: int = 4, value_coef: float = 0.5, max_grad_norm: float = 1.0,
-             normalise_advantages: bool = True) -> dict[str, float]:
+def ppo_step(
+    policy: nn.Module,
+    value_head: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rollout: Rollout,
+    clip_eps: float = 0.2,
+    epochs: int = 4,
+    value_coef: float = 0.5,
+    max_grad_norm: float = 1.0,
+    normalise_advantages: bool = True,
+) -> dict[str, float]:
     """``epochs`` full-batch gradient steps on mean(L_clip) + c_V·mean(L_V) for one rollout.
 
     A = R̃ − V(x) is computed once, before the first step (then fixed); ``optimizer`` holds the policy's and
@@ -193,5 +220,10 @@ def ppo_step(policy: nn.Module, value_head: nn.Module, optimizer: torch.optim.Op
         optimizer.step()
     with torch.no_grad():
         clipped = ((logps - rollout.old_logps).exp() - 1).abs() > clip_eps
-    return {"policy_loss": float(pg.detach()), "value_loss": float(vf.detach()), "clip_frac": float(clipped.float().mean()),
-            "reward": float(rollout.reward.mean()), "kl": float(rollout.kl)}
+    return {
+        "policy_loss": float(pg.detach()),
+        "value_loss": float(vf.detach()),
+        "clip_frac": float(clipped.float().mean()),
+        "reward": float(rollout.reward.mean()),
+        "kl": float(rollout.kl),
+    }

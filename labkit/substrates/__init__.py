@@ -1,0 +1,8 @@
+"""The toy worlds a family of methods shares, written once.
+
+- :mod:`.preference`: DPO / IPO / SLiC / Bradley–Terry losses (the DPO family's common ground).
+- :mod:`.rlhf`: best-of-n, KL estimators' helpers, a minimal sequence-level PPO.
+- :mod:`.federated`: the federated simulator (clients, local SGD, aggregation, adversaries).
+
+Imported lazily by the methods (nothing here is imported by ``import labkit``).
+"""
