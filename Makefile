@@ -1,6 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    create the environment, install, execute every notebook at the quick preset, write the HTML report
-#   make test   create the environment, install, run the whole test suite
+#   make test   create the environment, install, lint, run the whole test suite (what CI runs)
+# and one for local work:
+#   make test-fast   lint and the unit tests only: no notebooks, no slow runs, no browser (a minute or two)
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +10,7 @@ PIP := $(PY) -m pip
 NB ?=
 REPORT ?= report
 
-.PHONY: run test env browser notebooks bench app lab clean
+.PHONY: run test test-fast lint env browser notebooks bench spread app lab clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,8 +30,19 @@ browser:
 run: env
 	$(VENV)/bin/labkit report --execute --out $(REPORT)
 
-test: env browser
-	$(VENV)/bin/python -m pytest tests --nbval-lax notebooks -p no:cacheprovider -q
+# a test that hangs fails after PYTEST_TIMEOUT seconds instead of blocking the run (a notebook cell after 600 s)
+PYTEST_TIMEOUT ?= 900
+
+lint: env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: env browser lint
+	$(PY) -m pytest tests --nbval-lax notebooks -p no:cacheprovider -q \
+	  --timeout=$(PYTEST_TIMEOUT) --nbval-cell-timeout=600
+
+test-fast: env lint
+	$(PY) -m pytest tests -m "not slow and not browser" -p no:cacheprovider -q --timeout=300
 
 notebooks: env
 	@for src in $$(ls notebooks/[0-9][0-9]_*.py notebooks/index.py | grep -- "$(NB)"); do \
@@ -41,6 +54,10 @@ notebooks: env
 
 bench: env
 	$(PY) benchmarks/bench.py
+
+# how far each method's quick numbers move across torch CPU kernels and thread counts (see BENCHMARKS.md)
+spread: env
+	$(PY) benchmarks/spread.py
 
 app: env
 	$(VENV)/bin/panel serve widgets/app.py --show

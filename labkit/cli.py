@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from .core.claims import describe_record
 from .core.params import PRESETS, parse_assignments, resolve_params
 from .core.registry import FAMILIES, METHODS, REPO_ROOT, get_method, markdown_table, readme_with_table
 
@@ -130,11 +131,10 @@ def cmd_run(args) -> int:
 
     runs = RunStore().runs(info.slug)
     mine = runs[runs["notebook"] == done["output"]]
-    for _, row in mine.iterrows():
+    for _, row in mine.iloc[::-1].iterrows():
         for c in row["claims"]:
-            print(
-                f"  [{'HOLDS' if c['passed'] else 'DOES NOT HOLD'}{'' if c['asserted'] else ', reported'}] {c['claim']}"
-            )
+            label, line = describe_record(c)
+            print(f"  [{label}] {line}")
     return 0
 
 
@@ -180,47 +180,71 @@ def _notebook_to_html(notebook: Path, target: Path) -> None:
     target.write_text(body, encoding="utf-8")
 
 
+VERDICT_CSS = {"holds": "ok", "does not hold": "no", "inconclusive": "maybe"}
+
+
+def _claim_item(c: dict) -> str:
+    label, line = describe_record(c)
+    css = VERDICT_CSS.get(c.get("verdict"), "maybe")
+    extra = ", ".join(f"{k} = {_num(v)}" for k, v in c.get("numbers", {}).items())
+    return (
+        f"<li class='{css}'><b>{html.escape(label)}</b> {html.escape(line)}"
+        + (f"<br><small>{html.escape(extra)}</small>" if extra else "")
+        + "</li>"
+    )
+
+
 def _report_html(entries) -> str:
+    """The scoreboard: one row per method, the paper's headline claim first with its three-way verdict and
+    interval, the supporting checks below it, and a link to the executed notebook."""
     esc = html.escape
-    rows = []
+    rows, counts = [], {"holds": 0, "does not hold": 0, "inconclusive": 0}
     for m, runs, page in entries:
         if runs is None:
             rows.append(
-                f"<tr><td>{m.id:02d}</td><td>{esc(m.short)}</td><td colspan=4>no executed run yet "
+                f"<tr><td>{m.id:02d}</td><td>{esc(m.short)}</td><td colspan=5>no executed run yet "
                 f"(<code>labkit run {m.slug}</code>)</td></tr>"
             )
             continue
         labels = _run_labels(list(runs["params"]))
-        claims = "".join(
+        first = runs.iloc[0]
+        head = next((c for c in first["claims"] if c.get("headline")), None)
+        if head is not None and head.get("verdict") in counts:
+            counts[head["verdict"]] += 1
+        head_cell = (
+            f"<span class='verdict {VERDICT_CSS.get(head.get('verdict'), 'maybe')}'>"
+            f"{esc(describe_record(head)[0])}</span><br>{esc(describe_record(head)[1])}"
+            if head
+            else "no headline claim recorded"
+        )
+        details = "".join(
             (f"<p><b>{esc(label)}</b></p>" if label else "")
             + "<ul>"
-            + "".join(
-                f"<li class='{'ok' if c['passed'] else 'no'}'><b>{'HOLDS' if c['passed'] else 'DOES NOT HOLD'}"
-                f"{'' if c['asserted'] else ' (reported, not asserted)'}</b> — {esc(c['claim'])}<br><small>"
-                + esc(", ".join(f"{k} = {_num(v)}" for k, v in c["numbers"].items()))
-                + "</small></li>"
-                for c in run["claims"]
-            )
+            + "".join(_claim_item(c) for c in run["claims"])
             + "</ul>"
             for label, (_, run) in zip(labels, runs.iterrows())
         )
         link = f"<a href='{esc(page.name)}'>notebook</a>" if page else "(notebook file missing)"
-        first = runs.iloc[0]
         when = _dt.datetime.fromtimestamp(first["created_at"]).strftime("%Y-%m-%d %H:%M")
         rows.append(
             f"<tr><td>{m.id:02d}</td><td><a href='{m.arxiv_url}'>{esc(m.short)}</a><br><small>{esc(m.family)}"
-            f"</small></td><td>{esc(first['preset'])}</td><td>{runs['duration_s'].sum():.1f} s<br><small>{when}"
-            f"</small></td><td>{link}</td><td>{claims}</td></tr>"
+            f"</small></td><td class='head'>{head_cell}</td><td>{esc(first['preset'])}</td>"
+            f"<td>{runs['duration_s'].sum():.1f} s<br><small>{when}</small></td><td>{link}</td>"
+            f"<td><details><summary>all checks</summary>{details}</details></td></tr>"
         )
     pending = sum(not m.available for m in METHODS)
+    tally = ", ".join(f"{n} {v}" for v, n in counts.items())
     return f"""<!doctype html><html><head><meta charset='utf-8'><title>labkit report</title><style>
-body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;width:100%}}
+body{{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}} table{{border-collapse:collapse;width:100%}}
 td,th{{border-bottom:1px solid #ddd;padding:8px;vertical-align:top;text-align:left}} ul{{margin:0;padding-left:1.2em}}
-li.ok b{{color:#1a7f37}} li.no b{{color:#b42318}} small{{color:#555}}</style></head><body>
-<h1>labkit report</h1><p>Each row links the executed notebook of the newest recorded run and its claim checks,
-computed from that run. {pending} of {len(METHODS)} methods are not available yet.</p>
-<table><tr><th>#</th><th>method</th><th>preset</th><th>run() time</th><th>executed notebook</th>
-<th>claim checks</th></tr>
+.ok b,.verdict.ok{{color:#1a7f37}} .no b,.verdict.no{{color:#b42318}} .maybe b,.verdict.maybe{{color:#9a6700}}
+.verdict{{font-weight:bold}} small{{color:#555}}</style></head><body>
+<h1>labkit scoreboard</h1><p>Each row is the newest recorded run of a method: the paper's <b>headline claim</b> with
+its three-way verdict (holds / does not hold / inconclusive) from a 95% interval over seeds against a margin fixed
+before the run, then the supporting checks and the executed notebook. Headline verdicts: {esc(tally)}.
+{pending} of {len(METHODS)} methods are not available yet.</p>
+<table><tr><th>#</th><th>method</th><th>headline claim</th><th>preset</th><th>run() time</th>
+<th>executed notebook</th><th>supporting checks</th></tr>
 {"".join(rows)}</table></body></html>"""
 
 
@@ -258,7 +282,7 @@ def _sweep_one(slug: str, preset: str, device: str, job: dict, notebook: bool, o
     res = labkit.load(slug).run(
         preset=preset, seed=job["seed"], device=device, progress=False, record=True, **overrides
     )
-    return {**job, **res.metrics, "claims_hold": res.claims_hold, "seconds": res.duration_s}
+    return {**job, **res.metrics, "verdict": res.verdict.value if res.verdict else None, "seconds": res.duration_s}
 
 
 def cmd_sweep(args) -> int:

@@ -46,7 +46,7 @@ def make_toy():
                 toy.on_step()
         return Outcome(
             metrics={"loss": value},
-            claims=[ClaimCheck("method beats baseline", ctx.p.noise < 0.1, {"gap": 0.1 - ctx.p.noise})],
+            claims=[ClaimCheck("method beats baseline", "0.1 − noise", [0.1 - ctx.p.noise], margin=0.0, headline=True)],
         )
 
     body.__module__ = "fake.toy"  # method_run names the method after the module: "toy"
@@ -200,7 +200,7 @@ def test_explorer_trains_and_plots_live(toy, plot_backend):
     assert seen and seen[0] > 0  # the plot had data while the run was still going
     assert trace_lengths(ex.figure) == {"method": 20, "baseline": 20}
     assert ex.figure.layout.title.text == "loss"
-    assert "[HOLDS] method beats baseline" in ex.status.value and "color:" not in ex.status.value
+    assert "[HOLDS] (headline) method beats baseline" in ex.status.value and "color:" not in ex.status.value
     assert not ex.train_button.disabled
 
 
@@ -318,7 +318,7 @@ def test_method_page_trains_records_and_lists_runs(toy, store):
     result = page.train_now()
     assert result.params["steps"] == 6 and not page.error.visible
     assert trace_lengths(page.figure) == {"method": 6, "baseline": 6}
-    assert "[HOLDS] method beats baseline" in page.claims.object
+    assert "[HOLDS] (headline) method beats baseline" in page.claims.object
     assert list(page.runs_table.object["changed params"]) == ["steps=6"]
     page.controls["steps"].value = 20  # back to the preset's value: nothing changed
     page.train_now()

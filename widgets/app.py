@@ -93,7 +93,7 @@ def gallery(note: str = "") -> pn.Column:
 
 def recent_runs_frame(store, slug: str, params, limit: int = RECENT_RUNS):
     """The newest runs of ``slug`` in ``store``: the params changed from the run's preset, the first
-    few metrics, whether the claims held."""
+    few metrics, the headline claim's verdict."""
     import pandas as pd
 
     runs = store.runs(slug).head(limit)
@@ -106,7 +106,7 @@ def recent_runs_frame(store, slug: str, params, limit: int = RECENT_RUNS):
             "seed": runs["seed"],
             "changed params": changed,
             "metrics": runs["metrics"].map(lambda m: _short_dict(dict(list(m.items())[:METRICS_SHOWN]))),
-            "claims hold": runs["claims_hold"],
+            "headline claim": runs["verdict"].fillna("—"),
             "seconds": runs["duration_s"].round(1),
         }
     )

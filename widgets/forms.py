@@ -222,8 +222,8 @@ def figure_widget_available() -> bool:
 
 
 def claims_text(result) -> str:
-    """The claim checks of a run, one ``str(claim)`` each."""
-    return "\n".join(str(c) for c in result.claims) or "(this method reports no claim check)"
+    """The claim checks of a run, the paper's headline claim first, each with its three-way verdict."""
+    return result.claims_text()
 
 
 def missing_metric_note(result, metric: str | None) -> str:

@@ -217,3 +217,16 @@ def order_claims(claims: Sequence[ClaimCheck]) -> list[ClaimCheck]:
     if len(heads) > 1:
         raise ValueError(f"{len(heads)} claims are marked headline; a method has one: {[c.claim for c in heads]}")
     return heads + [c for c in claims if not c.headline]
+
+
+def describe_record(d: dict) -> tuple[str, str]:
+    """``(verdict label, one line)`` for a claim as stored (:meth:`ClaimCheck.to_dict`), for the CLI, the report
+    and the app. Records written before three-way verdicts (``passed``/``asserted``) are shown as such."""
+    if "verdict" not in d:
+        label = "HOLDS" if d.get("passed") else "DOES NOT HOLD"
+        return label + " (old record, no interval)", d.get("claim", "")
+    dec = int(d.get("decimals", 3))
+    iv = Interval(d["mean"], d["low"], d["high"], int(d["n"]), d.get("level", LEVEL))
+    bar = f"{'≥' if d.get('higher_is_better', True) else '≤'} {fmt(d['margin'], dec, sign=True)}"
+    kind = "headline" if d.get("headline") else "supporting"
+    return Verdict(d["verdict"]).label, f"({kind}) {d['claim']} — {d['quantity']}: {iv.text(dec)}; claim: mean {bar}"

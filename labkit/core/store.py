@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS runs (
     method TEXT NOT NULL, preset TEXT NOT NULL, seed INTEGER NOT NULL, device TEXT NOT NULL,
     params TEXT NOT NULL, metrics TEXT NOT NULL, claims TEXT NOT NULL,
     claims_hold INTEGER NOT NULL, duration_s REAL NOT NULL, created_at REAL NOT NULL,
-    notebook TEXT
+    notebook TEXT, verdict TEXT
 );
 CREATE TABLE IF NOT EXISTS history (
     run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
@@ -37,8 +37,15 @@ class RunStore:
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path else default_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
-            con.executescript(SCHEMA)
+        con = self._connect()
+        try:
+            with con:
+                con.executescript(SCHEMA)
+                columns = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
+                if "verdict" not in columns:  # a store written before three-way verdicts
+                    con.execute("ALTER TABLE runs ADD COLUMN verdict TEXT")
+        finally:
+            con.close()
 
     def _connect(self):
         con = sqlite3.connect(self.path, timeout=30)
@@ -54,7 +61,7 @@ class RunStore:
             with con:  # one transaction: all or nothing
                 cur = con.execute(
                     "INSERT INTO runs (method, preset, seed, device, params, metrics, claims, claims_hold,"
-                    " duration_s, created_at, notebook) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    " duration_s, created_at, notebook, verdict) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         result.method,
                         result.preset,
@@ -67,6 +74,7 @@ class RunStore:
                         float(result.duration_s),
                         time.time(),
                         notebook,
+                        result.verdict.value if result.verdict else None,
                     ),
                 )
                 run_id = cur.lastrowid
@@ -79,7 +87,8 @@ class RunStore:
         return run_id
 
     def runs(self, method: str | None = None):
-        """All runs (newest first) as a DataFrame; ``params``/``metrics``/``claims`` decoded."""
+        """All runs (newest first) as a DataFrame; ``params``/``metrics``/``claims`` decoded; ``verdict`` is the
+        headline claim's three-way verdict (``holds``/``does not hold``/``inconclusive``, None for old records)."""
         import pandas as pd
 
         query = "SELECT * FROM runs" + (" WHERE method = ?" if method else "") + " ORDER BY id DESC"

@@ -1,0 +1,53 @@
+"""The leftover-process guard that keeps a test run from waiting on what a test started (tools/leftovers.py)."""
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from leftovers import marked_processes, stop_leftovers  # noqa: E402
+
+VAR = "LABKIT_LEFTOVER_PROBE"
+
+
+def test_a_detached_process_is_found_by_its_marker_and_killed():
+    value = uuid.uuid4().hex
+    # a process that detaches itself into its own session, as Ray's GCS server and raylets do
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(300)"], env={**os.environ, VAR: value}, start_new_session=True
+    )
+    try:
+        assert proc.pid in marked_processes(value, VAR)
+        start = time.monotonic()
+        killed = stop_leftovers(value, grace_s=0.5, var=VAR)
+        assert proc.pid in killed and "time.sleep(300)" in killed[proc.pid]
+        assert proc.wait(timeout=5) == -9 and time.monotonic() - start < 5
+        assert marked_processes(value, VAR) == {}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_process_that_exits_within_the_grace_period_is_not_reported():
+    value = uuid.uuid4().hex
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"], env={**os.environ, VAR: value})
+    try:
+        assert stop_leftovers(value, grace_s=10, var=VAR) == {}
+    finally:
+        proc.wait(timeout=10)
+
+
+def test_the_cli_fails_when_it_had_to_stop_something():
+    value = uuid.uuid4().hex
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], env={**os.environ, VAR: value})
+    try:
+        tool = Path(__file__).resolve().parents[1] / "tools" / "leftovers.py"
+        out = subprocess.run([sys.executable, str(tool), value, VAR], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 1 and "leftover process stopped" in out.stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=5)
