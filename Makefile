@@ -59,8 +59,9 @@ bench: env
 spread: env
 	$(PY) benchmarks/spread.py
 
+# on 127.0.0.1 only; `labkit dashboard --address 0.0.0.0` to serve other machines
 app: env
-	$(VENV)/bin/panel serve widgets/app.py --show
+	$(VENV)/bin/labkit dashboard --show
 
 lab: env
 	$(VENV)/bin/jupyter lab notebooks

@@ -4,7 +4,8 @@
     labkit run SLUG [--preset P] [--seed N] [--device D] [-p KEY=VALUE ...] [--out runs]
     labkit report [--execute] [--preset P] [--out report] [--runs runs]
     labkit sweep SLUG [-p KEY=V1,V2 ...] [--seeds 0,1,2] [--workers N | --scheduler ADDRESS] [--notebook]
-    labkit dashboard [--port 5006]
+    labkit dashboard [--port 5006] [--address 127.0.0.1]
+    labkit import FILE ...
 
 ``run`` validates the parameters first (nothing is executed or recorded when one is wrong), executes
 the method's paired notebook with papermill into the runs folder, and records the run in the store.
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 from .core.claims import describe_record
-from .core.params import PRESETS, parse_assignments, resolve_params
+from .core.params import PRESETS, check_run_args, check_seed, parse_assignments
 from .core.registry import FAMILIES, METHODS, REPO_ROOT, get_method, markdown_table, readme_with_table
 
 
@@ -68,9 +69,10 @@ def execute_notebook(
     """
     info = get_method(slug)
     module = info.load()
-    values = resolve_params(module.PARAMS, preset, overrides or {})
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed={seed!r} is not allowed: expected an int >= 0")
+    values = check_run_args(module.PARAMS, preset, overrides or {}, seed, device)
+    from .core.store import RunStore
+
+    RunStore()  # the notebook's run() records into it: refuse a damaged store before the kernel starts
     chosen = {k: values[k] for k in (overrides or {})}
     _, ipynb = _notebook_paths(info)
     if not ipynb.exists():
@@ -94,7 +96,11 @@ def execute_notebook(
             cwd=str(ipynb.parent),
             progress_bar=False,
             log_output=False,
+            kernel_manager_class=ipc_kernel_manager(),
         )
+    except KeyboardInterrupt:
+        output.unlink(missing_ok=True)  # no half-executed notebook is left in the runs folder
+        raise
     except papermill.PapermillExecutionError as err:
         raise CLIError(
             f"{info.slug}: the notebook stopped at cell {err.exec_count} with {err.ename}: "
@@ -111,6 +117,30 @@ def execute_notebook(
     return {"slug": info.slug, "output": str(output), "seconds": time.perf_counter() - start}
 
 
+def ipc_kernel_manager():
+    """A kernel manager whose channels are Unix sockets in a private temporary folder instead of TCP ports on
+    127.0.0.1: several notebooks started at the same moment (``make run``, ``labkit sweep --notebook``, any
+    parallel batch) cannot race for the same ports ("Kernel died before replying", "Invalid Signature")."""
+    import shutil
+    import tempfile
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self._socket_dir = tempfile.mkdtemp(prefix="labkit-kernel-")
+            self.transport = "ipc"
+            self.ip = str(Path(self._socket_dir) / "kernel")
+
+        def cleanup_resources(self, restart: bool = False) -> None:
+            super().cleanup_resources(restart=restart)
+            if not restart:
+                shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    return IPCKernelManager
+
+
 def strip_widget_state(path: str | Path) -> None:
     """Drop the saved ipywidgets state from an executed notebook. It holds, among others, plotly.js for the
     live figure (~5 MB) and is useless without a kernel; the widgets are rebuilt when the cell runs."""
@@ -124,6 +154,7 @@ def strip_widget_state(path: str | Path) -> None:
 def cmd_run(args) -> int:
     overrides = parse_assignments(args.param or [])
     info = get_method(args.slug)
+    check_run_args(info.load().PARAMS, args.preset, overrides, args.seed, args.device)  # before saying "running"
     print(f"running {info.id:02d} {info.short} ({args.preset}) through {info.notebook.replace('.py', '.ipynb')} ...")
     done = execute_notebook(info.slug, args.preset, args.seed, args.device, overrides, args.out)
     print(f"done in {done['seconds']:.1f} s → {done['output']}")
@@ -267,52 +298,90 @@ def sweep_grid(params: list[str] | None, seeds: str) -> list[dict]:
     import itertools
 
     axes = {k: v.split(",") for k, v in parse_assignments(params or []).items()}
-    seed_list = [int(s) for s in seeds.split(",")]
+    seed_list = []
+    for text in seeds.split(","):
+        try:
+            seed_list.append(check_seed(text.strip()))
+        except ValueError:
+            raise ValueError(
+                f"--seeds: {text.strip()!r} is not a seed: give whole numbers, e.g. --seeds 0,1,2"
+            ) from None
     combos = [dict(zip(axes, values)) for values in itertools.product(*axes.values())] or [{}]
     return [{**combo, "seed": seed} for combo in combos for seed in seed_list]
 
 
 def _sweep_one(slug: str, preset: str, device: str, job: dict, notebook: bool, out: str) -> dict:
-    """One cell of a sweep (runs on a Dask worker): a direct recorded ``run``, or a papermill execution."""
+    """One cell of a sweep (runs on a Dask worker): a direct recorded ``run``, or a papermill execution. A run
+    that fails is recorded as a failure with its error and reported in the table; the other runs go on."""
     overrides = {k: v for k, v in job.items() if k != "seed"}
-    if notebook:
-        return {**job, **execute_notebook(slug, preset, job["seed"], device, overrides, out)}
-    import labkit
+    try:
+        if notebook:
+            done = execute_notebook(slug, preset, job["seed"], device, overrides, out)
+            return {**job, "status": "done", **done}
+        import labkit
 
-    res = labkit.load(slug).run(
-        preset=preset, seed=job["seed"], device=device, progress=False, record=True, **overrides
-    )
-    return {**job, **res.metrics, "verdict": res.verdict.value if res.verdict else None, "seconds": res.duration_s}
+        res = labkit.load(slug).run(
+            preset=preset, seed=job["seed"], device=device, progress=False, record=True, **overrides
+        )
+    except Exception as err:  # noqa: BLE001 - any failure of one cell is reported, not fatal to the sweep
+        from .core.store import RunStore
+
+        message = f"{type(err).__name__}: {err}"
+        RunStore().save_failure(slug, preset, job["seed"], overrides, message)
+        return {**job, "status": "failed", "error": message}
+    verdict = res.verdict.value if res.verdict else None
+    return {**job, "status": "done", **res.metrics, "verdict": verdict, "seconds": res.duration_s}
 
 
 def cmd_sweep(args) -> int:
     info = get_method(args.slug)
     module = info.load()
     jobs = sweep_grid(args.param, args.seeds)
-    for job in jobs:  # validate every combination before starting anything
-        resolve_params(module.PARAMS, args.preset, {k: v for k, v in job.items() if k != "seed"})
-    from dask.distributed import Client, LocalCluster
-    from dask.distributed import progress as dask_progress
+    from .core.store import RunStore
 
-    cluster = (
-        None
-        if args.scheduler
-        else LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None)
-    )
-    with Client(args.scheduler or cluster) as client:
-        futures = [
-            client.submit(_sweep_one, info.slug, args.preset, args.device, job, args.notebook, args.out, pure=False)
-            for job in jobs
-        ]
-        print(
-            f"sweep {info.slug}: {len(jobs)} runs on "
-            + (f"scheduler {args.scheduler}" if args.scheduler else f"{args.workers} local workers")
+    store = RunStore()  # every run records into it: refuse a damaged store before anything starts
+    todo, rows = [], []
+    for job in jobs:  # validate the whole grid before starting anything
+        overrides = {k: v for k, v in job.items() if k != "seed"}
+        try:
+            values = check_run_args(module.PARAMS, args.preset, overrides, job["seed"], args.device)
+        except ValueError as err:
+            raise ValueError(f"sweep cell {job}: {err} (nothing was run)") from None
+        earlier = None if args.notebook or args.rerun else store.find(info.slug, args.preset, job["seed"], values)
+        if earlier is None:
+            todo.append(job)
+        else:
+            rows.append({**job, "status": f"recorded earlier (run {earlier})"})
+    where = f"scheduler {args.scheduler}" if args.scheduler else f"{args.workers} local workers"
+    print(f"sweep {info.slug}: {len(todo)} runs on {where}" + (f", {len(rows)} already recorded" if rows else ""))
+    if todo:
+        from dask.distributed import Client, LocalCluster
+        from dask.distributed import progress as dask_progress
+
+        cluster = (
+            None
+            if args.scheduler
+            else LocalCluster(
+                n_workers=args.workers,
+                threads_per_worker=1,
+                processes=not args.in_process,
+                dashboard_address=None,
+            )
         )
-        if sys.stderr.isatty():
-            dask_progress(futures)
-        rows = client.gather(futures)
-    if cluster is not None:
-        cluster.close()
+        try:
+            with Client(args.scheduler or cluster) as client:
+                futures = [
+                    client.submit(
+                        _sweep_one, info.slug, args.preset, args.device, job, args.notebook, args.out, pure=False
+                    )
+                    for job in todo
+                ]
+                if sys.stderr.isatty():
+                    dask_progress(futures)
+                rows += client.gather(futures)
+        finally:
+            if cluster is not None:
+                cluster.close()
     import pandas as pd
 
     table = pd.DataFrame(rows)
@@ -320,17 +389,68 @@ def cmd_sweep(args) -> int:
     if args.csv:
         table.to_csv(args.csv, index=False)
         print(f"table → {args.csv}")
-    return 0
+    failed = int((table["status"] == "failed").sum()) if "status" in table else 0
+    if failed:
+        print(
+            f"labkit: {failed} of {len(table)} runs failed (their errors are in the table and the store)",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
 
 
 def cmd_dashboard(args) -> int:
+    """Serve the Panel app; bound to 127.0.0.1 unless an address is given. SIGTERM or Ctrl-C stops the server
+    with this command (no orphan left holding the port)."""
+    import signal
+
     import widgets
 
     app = Path(widgets.__file__).with_name("app.py")
-    cmd = [sys.executable, "-m", "panel", "serve", str(app), "--port", str(args.port)]
+    cmd = [sys.executable, "-m", "panel", "serve", str(app), "--port", str(args.port), "--address", args.address]
+    if args.address in ("127.0.0.1", "localhost"):
+        cmd.append(f"--allow-websocket-origin={args.address}:{args.port}")
+    else:
+        cmd.append(f"--allow-websocket-origin=*:{args.port}")
+        print(f"labkit: serving on {args.address}:{args.port}: reachable from other machines", file=sys.stderr)
     if args.show:
         cmd.append("--show")
-    return subprocess.call(cmd)
+    child = subprocess.Popen(cmd)
+
+    def stop(signum, _frame):
+        child.terminate()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.terminate()
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if child.poll() is None:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def cmd_import(args) -> int:
+    from .core.store import RunStore
+
+    store = RunStore()
+    for path in args.files:
+        print(f"imported {path} as run {store.import_file(path)} into {store.path}")
+    return 0
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 or not text.strip().isascii():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -366,7 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("-p", "--param", action="append", metavar="KEY=V1,V2", help="values to sweep")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
-    p.add_argument("--workers", type=int, default=2, help="local Dask workers (default: 2)")
+    p.add_argument("--workers", type=positive_int, default=2, help="local Dask workers (default: 2)")
+    p.add_argument("--rerun", action="store_true", help="run again the cells already recorded (default: skip them)")
+    p.add_argument("--in-process", action="store_true", help="Dask workers as threads of this process (debugging)")
     p.add_argument("--scheduler", help="address of a running Dask scheduler instead of a local cluster")
     p.add_argument("--notebook", action="store_true", help="execute the notebook with papermill for each run")
     p.add_argument("--out", default="runs", help="folder for executed notebooks (with --notebook)")
@@ -375,8 +497,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dashboard", help="serve the Panel app")
     p.add_argument("--port", type=int, default=5006)
+    p.add_argument("--address", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
     p.add_argument("--show", action="store_true", help="open a browser")
     p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("import", help="add runs saved to files (when the store could not be written) to the store")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_import)
     return parser
 
 
@@ -387,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, CLIError) as err:
         print(f"labkit: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("labkit: interrupted; the partial output was removed (runs recorded before it are kept)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

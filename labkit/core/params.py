@@ -10,6 +10,7 @@ the Panel app, so the rules are written once, here.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,8 +97,13 @@ def _coerce(param: Param, value: Any) -> Any:
     raise ValueError(f"{param.name}={value!r} has the wrong type ({type(value).__name__}): expected {param.describe()}")
 
 
+#: plain ASCII numbers only: Python's int()/float() also take "１" (full-width) and "1_0" (= 10), which we refuse
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_FLOAT_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
 def _parse_text(param: Param, text: str) -> Any:
-    """Parse a value typed as text (CLI ``-p key=value``, a text box)."""
+    """Parse a value typed as text (CLI ``-p key=value``, a text box): ASCII digits only."""
     text = text.strip()
     try:
         if param.type is bool:
@@ -108,10 +114,42 @@ def _parse_text(param: Param, text: str) -> Any:
                 return False
             raise ValueError
         if param.type is int:
-            return int(text)
-        return float(text)
+            if _INT_TEXT.fullmatch(text):
+                return int(text)
+            if _FLOAT_TEXT.fullmatch(text) and float(text).is_integer():
+                return int(float(text))
+            raise ValueError
+        if _FLOAT_TEXT.fullmatch(text):
+            return float(text)
+        raise ValueError
     except ValueError:
         raise ValueError(f"{param.name}={text!r} is not a valid value: expected {param.describe()}") from None
+
+
+#: the largest seed: numpy and torch generators take it, and a method may add a few hundred to it
+MAX_SEED = 2**31 - 1
+
+
+def check_seed(seed: Any) -> int:
+    """A seed is a whole number from 0 to :data:`MAX_SEED` (text of ASCII digits is accepted)."""
+    if isinstance(seed, str) and _INT_TEXT.fullmatch(seed.strip()):
+        seed = int(seed.strip())
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed={seed!r} is not allowed: expected a whole number from 0 to {MAX_SEED:,}")
+    return seed
+
+
+def check_run_args(params, preset: str, overrides: dict | None, seed: Any, device: str) -> dict:
+    """Everything a run will be refused for, checked before any work starts: the preset, each parameter and
+    the method's cross-field constraints (:func:`resolve_params`), the seed, and the device (unknown, or not
+    available on this machine). Returns the resolved parameter values. Used by ``run()``, the CLI (``run``,
+    ``sweep``: the whole grid), the widgets and the app."""
+    from .device import pick_device
+
+    values = resolve_params(params, preset, overrides)
+    check_seed(seed)
+    pick_device(device)
+    return values
 
 
 def check_preset(preset: str) -> str:
@@ -135,6 +173,9 @@ def resolve_params(params: list[Param], preset: str = "quick", overrides: dict |
             maybe = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise ValueError(f"unknown parameter {name!r}{maybe}: allowed are {sorted(by_name)}")
         values[name] = check_value(by_name[name], value)
+    knobs_class = getattr(params, "knobs_class", None)
+    if knobs_class is not None:
+        knobs_class(**values)  # the method's cross-field checks (its __post_init__) raise ValueError
     return values
 
 
@@ -168,11 +209,50 @@ def param_table(params: list[Param]):
     )
 
 
+#: what a notebook's parameters cell sets besides the method's params
+NOTEBOOK_RUN_ARGS = ("preset", "seed", "device")
+
+
+def papermill_injected_names(namespace: dict) -> list[str]:
+    """Names assigned by the cell papermill injected (its source starts with ``# Parameters``), read from
+    IPython's input history ``In`` in ``namespace``; ``[]`` outside a papermill execution."""
+    import ast
+
+    names: list[str] = []
+    for source in namespace.get("In") or []:
+        if isinstance(source, str) and source.lstrip().startswith("# Parameters"):
+            try:
+                tree = ast.parse(source)
+            except SyntaxError:
+                continue
+            names += [
+                t.id
+                for node in tree.body
+                if isinstance(node, ast.Assign)
+                for t in node.targets
+                if isinstance(t, ast.Name)
+            ]
+    return names
+
+
 def overrides_from(params: list[Param], namespace: dict) -> dict:
     """The knobs a notebook's parameters cell (or papermill) set: every param of ``params`` found in
     ``namespace`` with a value other than ``None``. Used as ``overrides_from(m.PARAMS, globals())``,
-    so a value injected by papermill for any param, shown in the cell or not, reaches ``run``."""
-    return {p.name: namespace[p.name] for p in params if namespace.get(p.name) is not None}
+    so a value injected by papermill for any param, shown in the cell or not, reaches ``run``.
+
+    Everything is checked here, in the notebook's first code cell after the parameters, before any work:
+    a name papermill injected that the method does not know (``-p etaa 5``), each value, the method's
+    cross-field constraints, the preset, the seed and the device."""
+    known = {p.name for p in params} | set(NOTEBOOK_RUN_ARGS)
+    unknown = [name for name in papermill_injected_names(namespace) if name not in known]
+    if unknown:
+        hints = [difflib.get_close_matches(name, sorted(known), n=1) for name in unknown]
+        maybe = "".join(f" ({u!r}: did you mean {h[0]!r}?)" for u, h in zip(unknown, hints) if h)
+        raise ValueError(f"unknown parameter(s) {unknown}{maybe}: allowed are {sorted(known)}")
+    overrides = {p.name: namespace[p.name] for p in params if namespace.get(p.name) is not None}
+    if all(name in namespace for name in NOTEBOOK_RUN_ARGS):
+        check_run_args(params, namespace["preset"], overrides, namespace["seed"], namespace["device"])
+    return overrides
 
 
 # --- typed knobs: one dataclass declares the params and gives the body typed attribute access -------------
@@ -217,8 +297,16 @@ def knob(
     return field(default=quick, metadata={"knob": spec})
 
 
-def params_of(knobs_class) -> list[Param]:
-    """The :class:`Param` list of a knobs dataclass, in field order (see :func:`knob`)."""
+class ParamList(list):
+    """The :class:`Param` list of a knobs dataclass; remembers the class so that :func:`resolve_params` also runs
+    its cross-field checks (a ``__post_init__`` that raises ``ValueError``, e.g. "eta·tau must be ≤ 1")."""
+
+    knobs_class: type | None = None
+
+
+def params_of(knobs_class) -> ParamList:
+    """The :class:`Param` list of a knobs dataclass, in field order (see :func:`knob`). Constraints between
+    knobs go in the class's ``__post_init__``: they are then checked with everything else, before any work."""
     import dataclasses
     import typing
 
@@ -228,4 +316,6 @@ def params_of(knobs_class) -> list[Param]:
         if "knob" not in f.metadata:
             raise TypeError(f"{knobs_class.__name__}.{f.name} is not declared with knob(...)")
         out.append(Param(f.name, hints[f.name], **f.metadata["knob"]))
-    return out
+    params = ParamList(out)
+    params.knobs_class = knobs_class
+    return params

@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 
 from .claims import ClaimCheck, order_claims
 from .device import pick_device, seed_everything, torch_threads
-from .params import params_of, resolve_params
+from .params import check_seed, params_of, resolve_params
 from .result import History, Result
 from .training import check_finite, progress
 
@@ -98,10 +98,16 @@ def method_run(params, figures: Callable[[Result], dict] | None = None, threads:
             record: bool | None = None,
             **overrides,
         ) -> Result:
-            values = resolve_params(params, preset, overrides)
-            if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-                raise ValueError(f"seed={seed!r} is not allowed: expected an int >= 0")
+            values = resolve_params(params, preset, overrides)  # with the method's cross-field checks
+            check_seed(seed)
+            if callback is not None and not callable(callback):
+                raise ValueError(f"callback={callback!r} is not callable: pass a function of one history row")
             dev = pick_device(device)
+            store = None
+            if record if record is not None else os.environ.get("LABKIT_RECORD") == "1":
+                from .store import RunStore
+
+                store = RunStore()  # checked now, before the work: a damaged store is refused up front
             knobs = knobs_class(**values) if knobs_class is not None else SimpleNamespace(**values)
             ctx = RunContext(knobs, preset, seed, dev, History(callback), progress)
             start = time.perf_counter()
@@ -122,10 +128,8 @@ def method_run(params, figures: Callable[[Result], dict] | None = None, threads:
             )
             if figures is not None:
                 result.figures = figures(result)
-            if record if record is not None else os.environ.get("LABKIT_RECORD") == "1":
-                from .store import RunStore
-
-                RunStore().save(result, notebook=os.environ.get("LABKIT_NOTEBOOK"))
+            if store is not None:  # a failed write keeps the result in a file and names it (StoreError)
+                store.save(result, notebook=os.environ.get("LABKIT_NOTEBOOK"))
             return result
 
         run.PARAMS = params
