@@ -1,7 +1,7 @@
 """The method registry: the one list that the notebooks' index, the README, the CLI and the app read.
 
-All thirty methods are listed from the start; a method is *available* once its module
-``labkit/methods/<slug>.py`` exists. Nothing here imports torch or a method module until asked.
+All thirty methods are listed from the start; a method is *available* once its package
+``labkit/methods/<slug>/`` exists. Nothing here imports torch or a method module until asked.
 """
 
 from __future__ import annotations
