@@ -17,10 +17,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from labkit.core import preference as pref
-from labkit.core import rlhf, torch_threads
+from labkit.core import torch_threads
 from labkit.data import preferences as prefs
 from labkit.models import tiny_lm as lm
+from labkit.substrates import preference as pref
+from labkit.substrates import rlhf
 
 T = torch.tensor
 
