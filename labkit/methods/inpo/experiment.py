@@ -75,6 +75,14 @@ class Knobs:
         help="seeds seed, seed+1, …: each permutes the prompts' responses and draws its own pairs",
     )
 
+    def __post_init__(self):
+        # checked by the one validator (CLI, notebook, widgets, sweep, run) before anything runs
+        if self.eta * self.tau > 1 + 1e-12:
+            raise ValueError(
+                f"eta·tau = {self.eta * self.tau:g} > 1 is not allowed: the OMD step mixes π_t and π_ref with "
+                "weights 1 − ητ and ητ, so ητ must be ≤ 1 (lower eta or tau)"
+            )
+
 
 PARAMS = params_of(Knobs)
 MAIN_METRIC = "exploitability"
@@ -260,9 +268,7 @@ def final_metrics(outcomes: list[ArmOutcome], e_reg, kl_track, win_h2h) -> dict[
 
 @method_run(Knobs, figures=make_figures, threads={"quick": 1})
 def run(ctx: RunContext[Knobs]) -> Outcome:
-    p = ctx.p
-    if p.eta * p.tau > 1 + 1e-12:
-        raise ValueError(f"eta·tau = {p.eta * p.tau:g} > 1: the OMD step needs ητ ≤ 1 (the code's ratio)")
+    p = ctx.p  # Knobs.__post_init__ has refused eta·tau > 1 before any work
     seeds = ctx.seeds(p.n_seeds)
     P, ref_logp, perms, nash = make_problem(
         seeds,
