@@ -280,7 +280,7 @@ def test_divergence_names_the_arm():
 def test_bad_params_are_refused():
     with pytest.raises(ValueError, match="preset"):
         inpo.run(preset="huge")
-    with pytest.raises(ValueError, match="ητ ≤ 1"):
+    with pytest.raises(ValueError, match="ητ must be ≤ 1"):
         inpo.run(eta=10.0, tau=0.5, progress=False)
     with pytest.raises(ValueError, match="unknown parameter"):
         inpo.run(etaa=1.0)
