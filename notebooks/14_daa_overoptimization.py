@@ -34,11 +34,13 @@ import inspect
 import numpy as np
 import torch
 
+from IPython.display import Markdown
+
 import widgets
 from labkit import viz
-from labkit.core import overrides_from, resolve_params
-from labkit.substrates.preference import ipo_loss
+from labkit.core import fmt, overrides_from, resolve_params
 from labkit.methods import daa_overoptimization as daa
+from labkit.substrates.preference import ipo_loss
 
 overrides = overrides_from(daa.PARAMS, globals())  # the knobs above, and any other param papermill injects
 viz.notebook_setup()
@@ -92,9 +94,9 @@ print(inspect.getsource(daa.daa_objective))
 # %% tags=["nbval-check-output"]
 pair = (torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([-2.0]))
 for kind, hand in (("dpo", np.log1p(np.exp(-1.0))), ("ipo", 0.0), ("slic", 0.0)):
-    print(f"{kind:4s} loss {daa.daa_objective(kind, *pair, beta=0.5).item():.3f}  (hand: {hand:.3f})")
-print(f"paper IPO at beta 0.1: {daa.daa_objective('ipo', *pair, beta=0.1).item():.3f} = "
-      f"0.1^2 x TRL-convention IPO at beta 0.05: {0.01 * ipo_loss(*pair, beta=0.05).item():.3f}")
+    print(f"{kind:4s} loss {fmt(daa.daa_objective(kind, *pair, beta=0.5).item(), 3)}  (hand: {fmt(hand, 3)})")
+print(f"paper IPO at beta 0.1: {fmt(daa.daa_objective('ipo', *pair, beta=0.1).item(), 3)} = "
+      f"0.1^2 x TRL-convention IPO at beta 0.05: {fmt(0.01 * ipo_loss(*pair, beta=0.05).item(), 3)}")
 
 # %% [markdown]
 # And the law on points with known parameters: generate $R(d)$ with $\alpha = 1.2$, $\beta_s = 0.5$ plus a little
@@ -104,31 +106,59 @@ print(f"paper IPO at beta 0.1: {daa.daa_objective('ipo', *pair, beta=0.1).item()
 d = np.linspace(0.1, 3.0, 30)
 noisy = daa.scaling_law(d, 1.2, 0.5) + np.random.default_rng(0).normal(0, 0.05, d.size)
 fit = daa.fit_scaling_law(d, noisy)
-print(f"alpha {fit['alpha']:.3f}, beta_s {fit['beta_s']:.3f}, R^2 {fit['r2']:.3f}, peak d* {fit['peak_d']:.3f}")
+print(f"alpha {fmt(fit.alpha, 3)}, beta_s {fmt(fit.beta_s, 3)}, R^2 {fmt(fit.r2, 3)}, peak d* {fmt(fit.peak_d, 3)}")
+
+# %% [markdown]
+# ## The algorithm: one training loop for every run
+#
+# `train_daa` is the paper's procedure at toy scale: minibatch Adam on $\mathbb E_D[g(\beta h_\theta)]$, with the exact
+# KL and gold measured at the checkpoints. It trains every (objective, β, data seed) at once as one tensor; the
+# summed loss separates, so each run gets exactly the update it would get alone.
+
+# %%
+print(inspect.getsource(daa.train_daa))
+
+# %% [markdown]
+# On a tiny case (4 prompts × 6 candidates, 80 pairs, one seed), DPO at β = 0.01 for 4 epochs: the KL starts at 0
+# (the policy *is* π_ref at step 0) and grows as the policy moves; the gold reward moves with it.
+
+# %% tags=["nbval-check-output"]
+tiny = daa.stack_problems([daa.make_problem(0, 4, 6, 80, 5.0)], "linear", "cpu")
+per_epoch = daa.steps_per_epoch(tiny["mask"], 16)
+at = daa.checkpoints(4 * per_epoch, per_epoch, per_epoch)  # one checkpoint per epoch
+curves, _ = daa.train_daa(tiny, ["dpo"], [0.01], daa.init_head("linear", 1, [0], 2, 8), lr=0.2, epochs=4,
+                          batch_size=16, log_steps=at, gens=[torch.Generator().manual_seed(0)])
+print(f"{per_epoch} steps per epoch; checkpoints at steps {at}")
+print("KL  :", [fmt(v, 3) for v in curves["kl"][:, 0, 0]])
+print("gold:", [fmt(v, 3) for v in curves["gold_reward"][:, 0, 0]])
 
 # %% [markdown]
 # ## The data: a toy language where length is a trap
-#
-# $P = 32$ prompts, each with $M = 40$ candidate responses described by a length $\ell \in \{1,\dots,20\}$ and a content
-# quality $q \sim \mathcal N(0,1)$. The reference policy writes short answers, $\pi_{\rm ref}(y|x) \propto
-# \exp(-0.6\,\ell + 0.3\,q)$ (mean length ≈ 2.4); the hidden gold reward $r^*(x,y) = q + 2c\ell^\star\ell - c\ell^2$
-# ($c = 0.06$) peaks at $\ell^\star = 5$. Pairs $y_1, y_2 \sim \pi_{\rm ref}$ (ties dropped) are labelled by
-# Bradley–Terry on $r^*$: longer is usually better **inside the range the data covers**, and worse far beyond it.
-#
-# The policy is $\pi_\theta(y|x) \propto \pi_{\rm ref}(y|x)\,e^{f_\theta(\ell/20,\,q)}$ with $f_\theta$ linear (quick) or a small
-# MLP (standard), its last layer zero so $\pi_\theta = \pi_{\rm ref}$ at step 0. Everything is exact: $\pi_\theta$ is a
-# softmax over the 40 candidates, so KL (under the **policy**) and gold are sums, with no sampling noise.
+
+# %%
+p = resolve_params(daa.PARAMS, preset, overrides)  # the values the run below will use
+Markdown(
+    f"${p['n_prompts']}$ prompts, each with ${p['n_candidates']}$ candidate responses described by a length "
+    "$\\ell \\in \\{1,\\dots,20\\}$ and a content quality $q \\sim \\mathcal N(0,1)$. The reference policy writes short "
+    "answers, $\\pi_{\\rm ref}(y|x) \\propto \\exp(-0.6\\,\\ell + 0.3\\,q)$; the hidden gold reward "
+    f"$r^*(x,y) = q + 2c\\ell^\\star\\ell - c\\ell^2$ ($c = {daa.GOLD_QUADRATIC:g}$) peaks at $\\ell^\\star = {p['gold_peak']:g}$. "
+    f"{p['n_pairs']:,} pairs $y_1, y_2 \\sim \\pi_{{\\rm ref}}$ (ties dropped) per data seed are labelled by Bradley–Terry "
+    "on $r^*$: longer is usually better **inside the range the data covers**, and worse far beyond it.\n\n"
+    "The policy is $\\pi_\\theta(y|x) \\propto \\pi_{\\rm ref}(y|x)\\,e^{f_\\theta(\\ell/20,\\,q)}$ with "
+    f"$f_\\theta$ {p['head']} at this preset, its last layer zero so $\\pi_\\theta = \\pi_{{\\rm ref}}$ at step 0. "
+    f"Everything is exact: $\\pi_\\theta$ is a softmax over the {p['n_candidates']} candidates, so KL (under the "
+    "**policy**) and gold are sums, with no sampling noise. The look below is the first data seed."
+)
 
 # %% tags=["nbval-check-output"]
-p = resolve_params(daa.PARAMS, preset, overrides)  # the values the run below will use
 cands, pairs = daa.make_problem(seed, p["n_prompts"], p["n_candidates"], p["n_pairs"], p["gold_peak"])
 ref_probs = cands.ref_logp.exp()
 flat_len = cands.length.flatten()
 long_pairs = ((flat_len[pairs.chosen] > 8) | (flat_len[pairs.rejected] > 8))[pairs.mask]
 print(f"{p['n_prompts']} prompts x {p['n_candidates']} candidates; {int(pairs.mask.sum())} of {p['n_pairs']} "
       "pairs kept")
-print(f"pi_ref: mean length {(ref_probs * cands.length).sum(-1).mean():.3f}, "
-      f"gold {(ref_probs * cands.gold).sum(-1).mean():.3f}; pairs with a response longer than 8: "
+print(f"pi_ref: mean length {fmt((ref_probs * cands.length).sum(-1).mean().item(), 3)}, "
+      f"gold {fmt((ref_probs * cands.gold).sum(-1).mean().item(), 3)}; pairs with a response longer than 8: "
       f"{int(long_pairs.sum())}")
 
 # %%
@@ -136,17 +166,21 @@ lengths = np.arange(1, 21)
 counts = np.bincount(torch.cat([flat_len[pairs.chosen[pairs.mask]], flat_len[pairs.rejected[pairs.mask]]]).long(),
                      minlength=21)[1:]
 fig = viz.lines(lengths, {"responses in the pairs (count / 100)": counts / 100,
-                          "gold reward at q = 0": [2 * 0.06 * p["gold_peak"] * l - 0.06 * l**2 for l in lengths]},
+                          "gold reward at q = 0": [daa.GOLD_QUADRATIC * (2 * p["gold_peak"] * l - l**2) for l in lengths]},
                 mode="lines+markers", title="What the data covers (short) and where gold peaks", xlabel="length ℓ")
 fig
 
 # %% [markdown]
 # ## Train DPO, IPO and SLiC at several β
-#
-# Nine runs at the quick preset (3 objectives × β ∈ {0.01, 0.1, 1}), the same pairs and batch order for all:
-# Adam (lr 0.05), batches of 64 pairs, 2 epochs; exact KL and gold every 5 steps. Every run has its own parameters
-# and they are trained as one tensor: the summed loss separates, so each gets exactly its own Adam update. The
-# reference policy is the baseline: $R = 0$ by construction.
+
+# %%
+runs = daa.make_runs(p["objective"], daa.parse_betas(p["betas"]))
+Markdown(
+    f"{len(runs)} runs ({', '.join(dict.fromkeys(r.objective for r in runs))} × β ∈ {{{p['betas']}}}) on each of "
+    f"{p['n_seeds']} data seeds, the same pairs and batch order for every run of a seed: Adam (lr {p['lr']:g}), "
+    f"batches of {p['batch_size']} pairs, {p['epochs']} epochs; exact KL and gold every {p['log_every']} steps. All "
+    f"{len(runs) * p['n_seeds']} are trained as one tensor. The reference policy is the baseline: $R = 0$ by construction."
+)
 
 # %%
 result = daa.run(preset=preset, seed=seed, device=device, **overrides)
@@ -155,16 +189,16 @@ print(result.summary())
 # %% [markdown]
 # ## What happened
 #
-# **The hump.** Every checkpoint of every run, gold gain against $\sqrt{\rm KL}$ (colour = β, marker = objective), with
-# the law fitted per objective over all its β. Small β runs go furthest, past the peak.
+# **The hump.** Every checkpoint of every run and seed, gold gain against $\sqrt{\rm KL}$ (colour = β, marker =
+# objective), with the law fitted per objective over all its β and seeds. Small β runs go furthest, past the peak.
 
 # %%
 result.figures["law"]
 
 # %% tags=["nbval-check-output"]
 for label, f in result.extras["fits"].items():
-    print(f"{label:4s} fit: alpha {f['alpha']:.3f}, beta_s {f['beta_s']:.3f}, R^2 {f['r2']:.3f}, "
-          f"peak at d* {f['peak_d']:.3f} (KL {f['peak_d'] ** 2:.3f}), {f['n_points']} points")
+    print(f"{label:4s} fit (all seeds pooled): alpha {fmt(f.alpha, 3)}, beta_s {fmt(f.beta_s, 3)}, R^2 {fmt(f.r2, 3)}, "
+          f"peak at d* {fmt(f.peak_d, 3)} (KL {fmt(f.peak_d ** 2, 3)}), {f.n_points} points")
 
 # %% [markdown]
 # **During training.** Gold and KL against epochs (dotted line: the end of epoch 1).
@@ -195,65 +229,79 @@ result.figures["length"]
 result.figures["prompt"]
 
 # %% tags=["nbval-check-output"]
-m = result.metrics
-print(f"pi_ref gold {m['gold_reference']:.3f}")
-for name in result.extras["arms"]:
-    key, h = name.replace(" β=", "_b").lower(), result.extras["humps"][name][0]
-    print(f"{name:11s} peak gold {h['peak_gold']:.3f} at epoch {h['peak_epoch']:.3f} "
-          f"(sqrt KL {np.sqrt(h['kl_peak']):.3f})"
-          f"  final gold {m['gold_' + key]:.3f}  final KL {m['kl_' + key]:.3f}  final length {m['length_' + key]:.3f}")
+print(f"pi_ref gold {fmt(result.metrics['gold_reference'], 3)} (means over {len(result.extras['seeds'])} seeds)")
+for o in result.extras["runs"]:
+    peak_epoch = np.mean([h.peak_epoch for h in o.humps])
+    peak_sqrt_kl = np.mean([np.sqrt(h.kl_peak) for h in o.humps])
+    print(f"{o.spec.arm.label:11s} peak gold {fmt(o.peak_gold, 3)} at epoch {fmt(peak_epoch, 3)} "
+          f"(sqrt KL {fmt(peak_sqrt_kl, 3)})  final gold {fmt(o.final_gold, 3)}  final KL {fmt(o.final_kl, 3)}  "
+          f"final length {fmt(o.final_length, 3)}")
 
 # %% [markdown]
 # ## The claim check
 #
-# The card's three statements, computed from the run above: (1) at the smallest β, for each of DPO, IPO and SLiC,
-# peak gold − final gold ≥ 0.25 and the KL keeps growing after the peak; (2) the pooled DPO fit of
-# $d(\alpha - \beta_s\log d)$ has $R^2 \ge 0.6$ with $\alpha, \beta_s > 0$ (points with $d < 0.05$ dropped); (3) at least one run
-# peaks before the end of epoch 1 (our reading of "peaks": its best checkpoint is after step 0 and its gold then
-# falls by at least 0.05).
+# Each claim is computed once per data seed and judged by a 95% t-interval of its mean against a margin fixed in
+# `experiment.py` before the run: **holds** (the interval is on the claimed side), **does not hold** (on the other side)
+# or **inconclusive** (it straddles the margin). The headline is the paper's: all three DAAs over-optimise — at the
+# smallest β each objective ends at least 0.25 below its best checkpoint (the card's bar; the paper gives no number).
+# The supporting checks: the KL keeps growing after the peak (so the drop is over-optimisation along the KL axis);
+# the law $d(\alpha - \beta_s\log d)$ fitted to DPO's checkpoints per seed has $R^2 \ge 0.6$ and bends down ($\beta_s > 0$);
+# the paper's intra-epoch statement — the over-optimising runs (smallest β) peak before the end of epoch 1; and the
+# card's looser wording of it — *some* run, of any β, peaks inside epoch 1 and then loses at least 0.05 — with the runs
+# that carry it named.
 
 # %% tags=["nbval-check-output"]
 for c in result.claims:
     print(c)
-print("claims hold:", result.claims_hold)
+
+# %%
+head, *rest = result.claims
+Markdown(
+    f"**What the run above shows** ({result.preset} preset, {len(head.values)} data seeds). The headline — all three "
+    f"DAAs over-optimise at the smallest β — is **{head.verdict.value}**: the smallest drop over the objectives averages "
+    f"{fmt(head.interval.mean, 2)}, 95% interval [{fmt(head.interval.low, 2)}, {fmt(head.interval.high, 2)}] "
+    f"against the bar {fmt(head.margin, 2)}. The supporting checks: "
+    + "; ".join(f"*{c.claim.split(':')[0]}* — **{c.verdict.value}**" for c in rest)
+    + ". Read the intra-epoch pair together: the paper's statement is about the over-optimising runs, and the "
+    "looser wording is carried by the runs named in its detail line, whose KL falls again after their peak."
+)
 
 # %% [markdown]
-# **What showed at the quick preset** (read the numbers above): all three statements hold. At β = 0.01 all three
-# objectives climb to the same peak gold, then lose a few tenths while their KL keeps growing and their mean length
-# passes the gold peak. The law fits each objective's pooled checkpoints with $R^2$ well above 0.6.
+# **How to read it** (what we saw at the quick preset, 2026-11-30; the verdicts above are the run's own). At the
+# smallest β every objective climbs to about the same peak gold, then loses gold while its KL
+# keeps growing and its mean length passes the gold peak. How much it loses varies a lot between data seeds (the
+# per-seed values in the headline line): where the drop's interval reaches below the bar the verdict is inconclusive,
+# not a pass. The law fits the pooled rise well, but its fitted top $d^\star$ need not sit where the observed peaks
+# are (compare `peak_d` with the $\sqrt{\rm KL}$ at the peaks in the table above): most checkpoints lie on the rise,
+# and the turn in this toy is sharper than $d(\alpha - \beta_s\log d)$ can bend.
 #
-# But $R^2$ is not the whole story: the fitted humps top out at $d^\star$ far beyond the data (compare `peak_d` and the
-# fit table with the $\sqrt{\rm KL}$ at the observed peaks, about 1.4, in the table above). Most checkpoints lie on the
-# rise, which the law follows well, while the turn in this toy is sharper than $d(\alpha - \beta_s\log d)$ can bend;
-# the law describes the curve here, it does not locate its peak. (At the standard preset we saw the opposite error:
-# the fitted peak came too early.)
-#
-# Two more caveats. First, the β = 0.01 humps peak at about 1.2–1.3 epochs, not inside the first epoch; the runs
-# that do peak inside epoch 1 are the large-β ones (IPO and SLiC at β = 1), and there the KL *falls* again after the
-# peak (see `earliest_kl_peak` / `earliest_kl_final`): that is the loss pulling the policy back, not over-optimisation
-# along the KL axis. So the intra-epoch statement holds as the card words it, but its over-optimisation reading does
-# not show at quick. Second, quick is mild (final gold stays above π_ref); the standard preset (MLP head, 1,500
-# pairs, 20 epochs, 3 seeds) collapses far below π_ref at small β.
+# The intra-epoch peak is where the toy and the paper part ways at quick: the small-β humps peak early in the second
+# epoch on most seeds, not inside the first. The runs that do peak inside epoch 1 are the large-β ones (β = 1), and there the KL
+# *falls* after the peak: the loss pulls the policy back toward π_ref, which is not over-optimisation along the KL axis.
+# So the card's "some run peaks in epoch 1" can hold while the paper's statement does not. Quick is also mild (final
+# gold stays above π_ref); the standard preset (MLP head, fewer pairs, many more epochs) collapses far below π_ref at
+# small β.
 #
 # Why the toy over-optimises: the pairs almost never contain long responses, and the linear head has no $\ell^2$ term,
 # so the implicit reward it learns is "longer is better" everywhere. The card expects a head that *can* bend down
 # (add $(\ell/20)^2$) to over-optimise less. The cell below trains that variant on the same data and prints the
-# β = 0.01 drops next to the linear head's.
+# smallest-β drops next to the linear head's (means over seeds).
 #
 # What this toy does **not** show: GPT-4 win rates, TL;DR summaries and model sizes; the card's tiny-GPT full preset
 # is not implemented (full runs this toy with the MLP head and more seeds).
 
 # %% tags=["nbval-check-output"]
 quad = daa.run(preset=preset, seed=seed, device=device, progress=False, **{**overrides, "head": "quadratic"})
-low = min(daa.parse_betas(p["betas"]))
 for label, res in (("linear", result), ("quadratic", quad)):
-    drops = [f"{n.split()[0]} {h[0]['drop']:.3f}" for n, h in res.extras["humps"].items() if n.endswith(f"β={low:g}")]
-    kls = [f"{res.metrics['kl_' + n.replace(' β=', '_b').lower()]:.3f}" for n in res.extras["arms"]
-           if n.endswith(f"β={low:g}")]
+    low = min(o.spec.beta for o in res.extras["runs"])
+    at_low = [o for o in res.extras["runs"] if o.spec.beta == low]
+    drops = [f"{o.spec.objective} {fmt(np.mean([h.drop for h in o.humps]), 3)}" for o in at_low]
+    kls = [fmt(o.final_kl, 3) for o in at_low]
     print(f"{label:9s} head, beta {low:g}: peak - final gold  {', '.join(drops)};  final KL {', '.join(kls)}")
 
 # %% [markdown]
-# **Read it honestly:** at the quick preset the quadratic head does *not* over-optimise less; its drops are larger.
+# **Read it honestly** (measured at the quick preset, 2026-11-30): the quadratic head does *not* over-optimise less;
+# its drops are larger.
 # Adding a feature is not the same as knowing its sign: over lengths 1–5, where the pairs live, $\ell$ and $\ell^2$ are
 # nearly collinear and the gold reward still rises, so the data do not force a negative curvature, and the policy
 # can push length even faster. A likely reason, not a proof; the fix the card has in mind needs data (or a prior)

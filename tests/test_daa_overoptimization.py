@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from labkit.core import DivergenceError, check_finite, torch_threads
+from labkit.core import DivergenceError, Result, Verdict, check_finite, torch_threads
 from labkit.data import preferences as prefs
 from labkit.methods import daa_overoptimization as daa
 from labkit.substrates.preference import dpo_loss, ipo_loss, slic_loss
@@ -66,11 +66,11 @@ def test_scaling_law_by_hand():
 def test_fit_recovers_known_parameters_and_its_peak():
     d = np.linspace(0.1, 3.0, 30)
     fit = daa.fit_scaling_law(d, daa.scaling_law(d, 1.2, 0.5))
-    assert (fit["alpha"], fit["beta_s"], fit["r2"]) == pytest.approx((1.2, 0.5, 1.0), abs=1e-9)
-    assert fit["peak_d"] == pytest.approx(math.exp(1.2 / 0.5 - 1))  # dR/dd = α − β_s(log d + 1) = 0
+    assert (fit.alpha, fit.beta_s, fit.r2) == pytest.approx((1.2, 0.5, 1.0), abs=1e-9)
+    assert fit.peak_d == pytest.approx(math.exp(1.2 / 0.5 - 1))  # dR/dd = α − β_s(log d + 1) = 0
     noisy = daa.scaling_law(d, 1.2, 0.5) + np.random.default_rng(0).normal(0, 0.05, d.size)
     fit = daa.fit_scaling_law(d, noisy)
-    assert fit["alpha"] == pytest.approx(1.2, abs=0.1) and 0.9 < fit["r2"] < 1.0
+    assert fit.alpha == pytest.approx(1.2, abs=0.1) and 0.9 < fit.r2 < 1.0
 
 
 def test_fit_drops_points_near_zero_and_reports_a_bad_fit():
@@ -78,10 +78,10 @@ def test_fit_drops_points_near_zero_and_reports_a_bad_fit():
     gain = daa.scaling_law(d, 1.0, 0.3)
     gain[:2] = 50.0  # would ruin the fit if kept
     fit = daa.fit_scaling_law(d, gain)
-    assert fit["n_points"] == 10 and fit["r2"] == pytest.approx(1.0)
+    assert fit.n_points == 10 and fit.r2 == pytest.approx(1.0)
     flat = daa.fit_scaling_law(d[2:], np.tile([1.0, -1.0], 5))  # a zigzag the law cannot follow
-    assert flat["r2"] < 0.3
-    assert math.isnan(daa.fit_scaling_law([0.01], [1.0])["r2"])
+    assert flat.r2 < 0.3
+    assert math.isnan(daa.fit_scaling_law([0.01], [1.0]).r2)
 
 
 # --- the toy and the policy -------------------------------------------------------------------------------
@@ -155,44 +155,80 @@ def test_runs_trained_together_equal_runs_trained_alone(head):
     data, seeds = _small(head), [0, 1]
     gens = lambda: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
     n_in = data["x"].shape[-1]
-    both, _ = daa.train_arms(
-        data, ["dpo", "slic"], [0.01, 1.0], daa.init_head(head, 2, seeds, n_in, 8), 0.05, 3, 16, [0, 5, 10], gens()
+    opts = {"lr": 0.05, "epochs": 3, "batch_size": 16, "log_steps": [0, 5, 10]}
+    both, _ = daa.train_daa(
+        data, ["dpo", "slic"], [0.01, 1.0], daa.init_head(head, 2, seeds, n_in, 8), gens=gens(), **opts
     )
-    alone, _ = daa.train_arms(
-        data, ["slic"], [1.0], daa.init_head(head, 1, seeds, n_in, 8), 0.05, 3, 16, [0, 5, 10], gens()
-    )
+    alone, _ = daa.train_daa(data, ["slic"], [1.0], daa.init_head(head, 1, seeds, n_in, 8), gens=gens(), **opts)
     assert both["gold_reward"][:, 1] == pytest.approx(alone["gold_reward"][:, 0], abs=1e-5)
     assert both["kl"][0] == pytest.approx(np.zeros((2, 2)), abs=1e-6)  # π = π_ref at step 0
     assert both["kl"][-1, 0].min() > 1e-4  # and it moved
 
 
-def test_hump_and_overoptimization_claim_both_ways():
-    h = daa.hump(np.array([1.0, 2.0, 1.5]), np.array([0.0, 1.0, 3.0]))
-    assert (h["peak_index"], h["drop"], h["kl_peak"], h["kl_final"]) == (1, 0.5, 1.0, 3.0)
-    good = {"DPO": [h], "IPO": [h]}
-    assert daa.overoptimization_claim(good, 0.01).passed
-    shallow = daa.hump(np.array([1.0, 2.0, 1.8]), np.array([0.0, 1.0, 3.0]))  # drop 0.2 < 0.25
-    assert not daa.overoptimization_claim({"DPO": [h, shallow]}, 0.01).passed
-    kl_back = daa.hump(np.array([1.0, 2.0, 1.0]), np.array([0.0, 2.0, 1.0]))  # KL fell after the peak
-    check = daa.overoptimization_claim({"DPO": [h], "SLiC": [kl_back]}, 0.01)
-    assert not check.passed and check.numbers["SLiC_drop"] == 1.0
+def test_hump_by_hand():
+    h = daa.hump(np.array([1.0, 2.0, 1.5]), np.array([0.0, 1.0, 3.0]), epochs_at=[0.0, 0.5, 1.0])
+    assert (h.peak_index, h.drop, h.kl_peak, h.kl_final, h.kl_growth, h.peak_epoch) == (1, 0.5, 1.0, 3.0, 2.0, 0.5)
+    assert daa.hump(np.array([1.0, 2.0]), np.array([0.0, 1.0])).peak_epoch == 1.0  # default: checkpoint index
 
 
-def test_scaling_law_claim_both_ways():
-    fit = {"r2": 0.8, "alpha": 1.0, "beta_s": 0.4, "n_points": 10, "peak_d": math.exp(1.5)}
-    assert daa.scaling_law_claim(fit).passed
-    assert not daa.scaling_law_claim({**fit, "r2": 0.5}).passed
-    assert not daa.scaling_law_claim({**fit, "beta_s": -0.1}).passed  # no hump: gold keeps rising
-    assert not daa.scaling_law_claim({**fit, "r2": float("nan")}).passed
+# --- claims: each holds, does not hold and is inconclusive on hand-made per-seed numbers ------------------
 
 
-def test_intra_epoch_claim_both_ways():
-    assert daa.intra_epoch_claim({"a": {"epoch": 0.5, "drop": 0.1}}).passed
-    late, start, flat = {"epoch": 1.2, "drop": 1.0}, {"epoch": 0.0, "drop": 1.0}, {"epoch": 0.5, "drop": 0.01}
-    check = daa.intra_epoch_claim({"late": late, "start": start, "flat": flat})
-    assert not check.passed and check.numbers["runs_peaking_in_epoch_1"] == 0
-    check = daa.intra_epoch_claim({"late": late, "b": {"epoch": 0.8, "drop": 0.3}, "c": {"epoch": 0.4, "drop": 0.2}})
-    assert check.passed and check.numbers["earliest"] == "c" and check.numbers["runs_peaking_in_epoch_1"] == 2
+def test_overoptimization_claim_three_ways():
+    holds = daa.overoptimization_claim({"DPO": [0.5, 0.6, 0.55], "IPO": [0.4, 0.45, 0.5]}, 0.01)
+    assert holds.verdict is Verdict.HOLDS and holds.headline and holds.values == (0.4, 0.45, 0.5)  # the worst objective
+    assert holds.numbers["DPO drop"] == pytest.approx(0.55)
+    fails = daa.overoptimization_claim({"DPO": [0.5, 0.6, 0.55], "SLiC": [0.1, 0.12, 0.08]}, 0.01)
+    assert fails.verdict is Verdict.DOES_NOT_HOLD
+    wide = daa.overoptimization_claim({"DPO": [0.1, 0.9, 0.3]}, 0.01)
+    assert wide.verdict is Verdict.INCONCLUSIVE
+    assert daa.overoptimization_claim({"DPO": [0.25]}, 0.01).verdict is Verdict.HOLDS  # 1 seed: the point, at the bar
+    assert daa.overoptimization_claim({"DPO": [0.3, float("nan")]}, 0.01).verdict is Verdict.INCONCLUSIVE
+
+
+def test_kl_growth_claim_three_ways():
+    assert daa.kl_growth_claim({"DPO": [1.0, 1.2, 1.1], "IPO": [0.8, 1.0, 0.9]}, 0.01).verdict is Verdict.HOLDS
+    fell = daa.kl_growth_claim({"DPO": [1.0, 1.2, 1.1], "IPO": [-0.1, -0.2, -0.15]}, 0.01)
+    assert fell.verdict is Verdict.DOES_NOT_HOLD
+    assert daa.kl_growth_claim({"DPO": [-0.5, 1.0, 0.2]}, 0.01).verdict is Verdict.INCONCLUSIVE
+
+
+def test_scaling_law_and_hump_claims_three_ways():
+    fits = [daa.LawFit(1.0, 0.4, 0.8, 10, math.exp(1.5)), daa.LawFit(1.2, 0.6, 0.85, 10, math.e)]
+    c = daa.scaling_law_claim([0.8, 0.85, 0.82], fits=fits)
+    assert c.verdict is Verdict.HOLDS and c.numbers["alpha"] == pytest.approx(1.1)
+    assert daa.scaling_law_claim([0.3, 0.35, 0.4]).verdict is Verdict.DOES_NOT_HOLD
+    assert daa.scaling_law_claim([0.3, 0.95, 0.6]).verdict is Verdict.INCONCLUSIVE
+    assert daa.scaling_law_claim([0.8, float("nan")]).verdict is Verdict.INCONCLUSIVE  # a failed fit
+    assert daa.hump_shape_claim([0.4, 0.5, 0.6]).verdict is Verdict.HOLDS
+    assert daa.hump_shape_claim([-0.4, -0.5, -0.6]).verdict is Verdict.DOES_NOT_HOLD  # gold keeps rising
+    assert daa.hump_shape_claim([-0.4, 0.5, 0.1]).verdict is Verdict.INCONCLUSIVE
+
+
+def test_intra_epoch_claim_three_ways():
+    c = daa.intra_epoch_claim({"DPO": [0.4, 0.5, 0.45], "IPO": [0.3, 0.5, 0.4]}, 0.01)
+    assert c.verdict is Verdict.HOLDS and c.values == pytest.approx((0.35, 0.5, 0.425)) and not c.higher_is_better
+    assert daa.intra_epoch_claim({"DPO": [1.3, 1.2, 1.25]}, 0.01).verdict is Verdict.DOES_NOT_HOLD
+    assert daa.intra_epoch_claim({"DPO": [0.5, 1.5, 1.0]}, 0.01).verdict is Verdict.INCONCLUSIVE
+
+
+def _hump(epoch, drop, kl_growth=1.0):
+    return daa.Hump(0, 1.0 + drop, 1.0, 1.0, 1.0 + kl_growth, epoch)
+
+
+def test_any_run_peaks_claim_names_its_carriers():
+    humps = {
+        "DPO β=0.01": [_hump(1.2, 0.5)] * 3,
+        "IPO β=1": [_hump(0.3, 0.1, -0.05), _hump(0.4, 0.1, -0.05), _hump(0.35, 0.1, 0.02)],
+    }
+    c = daa.any_run_peaks_claim(humps, n_epochs=2)
+    assert c.verdict is Verdict.HOLDS and c.values == (0.3, 0.4, 0.35)
+    assert "IPO β=1 (3 of 3 seeds)" in c.detail and "KL fell after that peak in 2 of 3 seeds" in c.detail
+    late = {"DPO β=0.01": [_hump(1.2, 0.5)] * 3, "flat": [_hump(0.5, 0.01)] * 3, "start": [_hump(0.0, 1.0)] * 3}
+    c = daa.any_run_peaks_claim(late, n_epochs=2)
+    assert c.verdict is Verdict.DOES_NOT_HOLD and "no run" in c.detail  # a plateau and a step-0 peak do not count
+    mixed = {"a": [_hump(0.2, 0.3), _hump(1.5, 0.3), _hump(1.9, 0.3)]}
+    assert daa.any_run_peaks_claim(mixed, n_epochs=2).verdict is Verdict.INCONCLUSIVE
 
 
 def test_divergence_names_the_run():
@@ -202,6 +238,9 @@ def test_divergence_names_the_run():
     daa.check_arms(Ctx, T([[1.0], [2.0]]), 3, ["DPO β=0.01", "IPO β=0.01"])
     with pytest.raises(DivergenceError, match=r"step 7 in 'IPO β=0.01'"):
         daa.check_arms(Ctx, T([[1.0], [float("inf")]]), 7, ["DPO β=0.01", "IPO β=0.01"])
+
+
+# --- runs -------------------------------------------------------------------------------------------------
 
 
 def test_bad_params_are_refused():
@@ -215,28 +254,30 @@ def test_bad_params_are_refused():
         daa.run(betaa=1.0)
 
 
+def test_knobs_keep_the_presets():
+    assert daa.Knobs().betas == "0.01,0.1,1" and daa.Knobs().n_seeds >= 3
+    assert [p.name for p in daa.PARAMS][:5] == ["objective", "betas", "lr", "n_pairs", "gold_peak"]
+
+
 def test_one_objective_small_run():
-    result = daa.run(objective="ipo", betas="0.1", n_pairs=200, epochs=1, progress=False)
+    result = daa.run(objective="ipo", betas="0.1", n_pairs=200, epochs=1, n_seeds=2, progress=False)
     assert set(result.history["series"]) == {"IPO β=0.1"}
-    assert [c.claim.split(":")[0] for c in result.claims][1] == "scaling law"
-    assert "IPO" in result.claims[1].claim
+    assert "IPO" in result.claims[2].claim and "scaling law" in result.claims[2].claim
 
 
-@pytest.mark.slow
-def test_quick_run():
-    result = daa.run(preset="quick", progress=False)
-    hist, m, x = result.history, result.metrics, result.extras
-    assert len(x["arms"]) == 9 and set(hist["seed"]) == {0}
+def test_small_run_contract():
+    r = daa.run(n_pairs=300, epochs=2, n_seeds=3, n_prompts=8, progress=False)
+    hist, m, x = r.history, r.metrics, r.extras
+    assert isinstance(r, Result) and r.headline is not None and r.claims[0].headline
+    assert sum(c.headline for c in r.claims) == 1 and len(r.claims[0].values) == 3
+    assert all(math.isfinite(v) for v in m.values())
+    assert len(x["runs"]) == 9 and set(hist["seed"]) == {0, 1, 2}
     assert hist[(hist["step"] == 0) & (hist["metric"] == "kl")]["value"].abs().max() < 1e-6
-    assert m["gold_reference"] == pytest.approx(1.03, abs=0.1)
-    over = result.claims[0].numbers
-    for label in ("DPO", "IPO", "SLiC"):
-        key = f"{label.lower()}_b0.01"
-        assert over[f"{label}_drop"] == pytest.approx(m[f"peak_gold_{key}"] - m[f"gold_{key}"], abs=1e-9)
-        assert m[f"length_{key}"] > 4.0  # the policy moved to long responses (π_ref ≈ 2.4)
-    assert result.claims[1].numbers["r2"] == pytest.approx(m["fit_dpo_r2"], abs=1e-12)
-    assert m["kl_dpo_b0.01"] > m["kl_dpo_b1"]  # small β: large KL budget
-    assert result.claims_hold  # the card's three statements at quick
-    assert {"law", "gold_progress", "kl_progress", "gold_per_beta", "kl_per_beta", "length", "prompt"} <= set(
-        result.figures
-    )
+    low = [o for o in x["runs"] if o.spec.beta == 0.01]
+    drops = np.min([[h.drop for h in o.humps] for o in low], axis=0)
+    assert r.claims[0].values == pytest.approx(tuple(drops))
+    for o in low:  # the metrics are the runs' means over seeds
+        assert m[f"peak_gold_{o.spec.arm.key}"] == pytest.approx(np.mean([h.peak_gold for h in o.humps]))
+    assert m["fit_dpo_r2"] == pytest.approx(x["fits"]["DPO"].r2)
+    assert r.claims[2].values == pytest.approx(tuple(f.r2 for f in x["seed_fits"]["DPO"]))
+    assert {"law", "gold_progress", "kl_progress", "gold_per_beta", "kl_per_beta", "length", "prompt"} <= set(r.figures)
