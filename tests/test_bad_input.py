@@ -107,6 +107,7 @@ CLI_CASES = [
     (["run", "rpo", "-p", "eta=1_0"], "not a valid value"),
     (["run", "lol_prf"], "not available yet"),
     (["run", "inpo", "-p", "eta=100"], "eta·tau = 5 > 1"),  # each in range, the combination is not (INPO's knobs)
+    (["run", "daa_overoptimization", "-p", "betas=abc"], "betas='abc' is not allowed"),  # free text, checked early
     (["sweep", "rpo", "--seeds", "0,x"], "--seeds: 'x' is not a seed"),
     (["sweep", "rpo", "-p", "eta=1,-5"], "eta=-5.0 is out of range"),
     (["sweep", "rpo", "--device", "tpu"], "unknown device"),

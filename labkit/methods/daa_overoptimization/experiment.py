@@ -8,6 +8,7 @@ gold peaks at length ℓ*, π_ref writes short answers); the paper's loss, the p
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -75,6 +76,9 @@ class Knobs:
     n_prompts: int = knob(32, low=1, high=10_000, main=False, help="prompts P")
     n_candidates: int = knob(40, low=2, high=10_000, main=False, help="candidate responses M per prompt")
 
+    def __post_init__(self):
+        parse_betas(self.betas)  # free text is checked with the other knobs, before any work
+
 
 PARAMS = params_of(Knobs)
 MAIN_METRIC = "gold_reward"
@@ -130,10 +134,16 @@ class RunOutcome:
         return float(np.mean([h.peak_gold for h in self.humps]))
 
 
+#: a plain ASCII number (float() would also take "１" and "1_0")
+ASCII_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
 def parse_betas(text: str) -> list[float]:
     """ "0.01, 0.1,1" → [0.01, 0.1, 1.0]; ``ValueError`` unless every entry is a number in [1e-4, 100], no repeats."""
     try:
         betas = [float(b) for b in str(text).split(",") if b.strip()]
+        if not all(ASCII_NUMBER.fullmatch(b.strip()) for b in str(text).split(",") if b.strip()):
+            raise ValueError
     except ValueError:
         raise ValueError(
             f"betas={text!r} is not allowed: expected comma-separated numbers, e.g. '0.01,0.1,1'"
