@@ -108,6 +108,7 @@ CLI_CASES = [
     (["run", "lol_prf"], "not available yet"),
     (["run", "inpo", "-p", "eta=100"], "eta·tau = 5 > 1"),  # each in range, the combination is not (INPO's knobs)
     (["run", "daa_overoptimization", "-p", "betas=abc"], "betas='abc' is not allowed"),  # free text, checked early
+    (["run", "ear", "-p", "budget=50"], "budget=50 is too small"),  # in range, but no adaptor could ever grow
     (["sweep", "rpo", "--seeds", "0,x"], "--seeds: 'x' is not a seed"),
     (["sweep", "rpo", "-p", "eta=1,-5"], "eta=-5.0 is out of range"),
     (["sweep", "rpo", "--device", "tpu"], "unknown device"),
@@ -348,3 +349,13 @@ def test_dashboard_listens_on_localhost_and_sigterm_stops_its_server(tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_ear_budget_floor_matches_its_encoders():
+    import torch
+
+    from labkit.methods.ear import experiment as ear
+
+    for kind, width in ear.ENCODER_FEATURES.items():
+        side = 8 if kind == "mlp" else 28
+        assert ear.build_encoder(kind, side)(torch.zeros(2, side * side))[-1].shape[-1] == width

@@ -181,6 +181,21 @@ class Knobs:
         help="seeds ctx.seed + k: each draws its own streams, encoder and projections",
     )
 
+    def __post_init__(self):
+        # the smallest candidate (depth 1, width 8, no skip) on the encoder's last tap, for the most classes a task
+        # has: a budget below it could never grow an adaptor, so it is refused with the other knobs, before work
+        smallest = n_params(Arch(1, 8, False), ENCODER_FEATURES[self.encoder], MOST_CLASSES)
+        if self.budget < smallest:
+            raise ValueError(
+                f"budget={self.budget} is too small: the smallest adaptor on the {self.encoder} encoder needs "
+                f"{smallest} parameters, so no adaptor could grow (give budget >= {smallest})"
+            )
+
+
+#: width of each encoder's last tap, the input of an adaptor (MLPEncoder and CNNEncoder below; a test checks it)
+ENCODER_FEATURES = {"mlp": 32, "cnn": 64}
+#: the most classes one task of a stream has: the ten digits of a domain-incremental task
+MOST_CLASSES = 10
 
 PARAMS = params_of(Knobs)
 
