@@ -5,8 +5,9 @@
     python benchmarks/spread.py --configs default:1,avx2:2
 
 Each configuration runs ``labkit.run(slug, preset="quick")`` in a fresh interpreter with
-``ATEN_CPU_CAPABILITY`` (torch's CPU kernel set: default, avx2, avx512 where the CPU has it) and
-``LABKIT_THREADS`` set, and saves the final metrics, every claim's per-seed values and its verdict.
+``ATEN_CPU_CAPABILITY`` (torch's CPU kernel set: default, avx2, avx512 where the CPU has it), the matching caps
+on MKL's and oneDNN's instruction sets (``MKL_ENABLE_INSTRUCTIONS``, ``ONEDNN_MAX_CPU_ISA``: the BLAS also picks
+its kernels by CPU) and ``LABKIT_THREADS`` set, and saves the final metrics, every claim's per-seed values and its verdict.
 The spread of a number is max − min over the configurations. Checked notebook cells print a number only
 at a precision its spread supports (``labkit.core.fmt(value, decimals)``); a verdict that changes between
 configurations is a claim that sits on its margin, and the note and the notebook must say so.
@@ -54,8 +55,22 @@ def default_configs() -> list[tuple[str, int]]:
     return [(k, 1) for k in kernels] + [("avx2", 2)]
 
 
+#: the instruction sets MKL (torch's BLAS here) and oneDNN may use alongside each torch kernel set, so that one
+#: configuration stands for a whole older or newer CPU, not only torch's own kernels
+KERNEL_ENV = {
+    "default": {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+    "avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "avx512": {"MKL_ENABLE_INSTRUCTIONS": "AVX512", "ONEDNN_MAX_CPU_ISA": "ALL"},
+}
+
+
+def kernel_env(kernel: str) -> dict[str, str]:
+    """Environment for one torch kernel set, with the matching MKL and oneDNN instruction-set caps."""
+    return {"ATEN_CPU_CAPABILITY": kernel, **KERNEL_ENV.get(kernel, {})}
+
+
 def run_config(slug: str, kernel: str, threads: int) -> dict:
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": kernel, "LABKIT_THREADS": str(threads), "LABKIT_PROGRESS": "0"}
+    env = {**os.environ, **kernel_env(kernel), "LABKIT_THREADS": str(threads), "LABKIT_PROGRESS": "0"}
     out = subprocess.run(
         [sys.executable, "-c", CHILD, slug], env=env, capture_output=True, text=True, cwd=ROOT, check=False
     )
