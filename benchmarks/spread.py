@@ -7,7 +7,8 @@
 Each configuration runs ``labkit.run(slug, preset="quick")`` in a fresh interpreter with
 ``ATEN_CPU_CAPABILITY`` (torch's CPU kernel set: default, avx2, avx512 where the CPU has it), the matching caps
 on MKL's and oneDNN's instruction sets (``MKL_ENABLE_INSTRUCTIONS``, ``ONEDNN_MAX_CPU_ISA``: the BLAS also picks
-its kernels by CPU) and ``LABKIT_THREADS`` set, and saves the final metrics, every claim's per-seed values and its verdict.
+its kernels by CPU) and ``LABKIT_THREADS`` set, and saves the final metrics, every claim's per-seed values
+and its verdict.
 The spread of a number is max − min over the configurations. Checked notebook cells print a number only
 at a precision its spread supports (``labkit.core.fmt(value, decimals)``); a verdict that changes between
 configurations is a claim that sits on its margin, and the note and the notebook must say so.

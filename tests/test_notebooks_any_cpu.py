@@ -1,10 +1,11 @@
-"""The committed notebook outputs reproduce under another set of torch CPU kernels.
+"""The committed notebook outputs reproduce under another set of CPU kernels.
 
 nbval (``make test``) compares the checked cells on whatever CPU runs the suite, with torch's best kernels for it
 (AVX-512 or AVX2 here). This test executes two notebooks again under ``ATEN_CPU_CAPABILITY=default`` (torch's
-portable kernels, the set every x86-64 CPU runs) with MKL and oneDNN capped to SSE4 (the BLAS picks its own kernels), so CI exercises a second kernel set on every run: a checked cell
-that prints a number more precisely than its cross-CPU spread allows fails here. The spread itself is measured by
-``benchmarks/spread.py`` (figures in BENCHMARKS.md).
+portable kernels, the set every x86-64 CPU runs) with MKL and oneDNN capped to SSE4 (the BLAS picks its own
+kernels by CPU), so CI exercises a second kernel set on every run: a checked cell that prints a number more
+precisely than its cross-CPU spread allows fails here. The spread itself is measured by ``benchmarks/spread.py``
+(figures in BENCHMARKS.md).
 """
 
 import os
