@@ -30,13 +30,15 @@ clip = None           # lower bound on a drawn derivative (−1 in the paper)
 width = None          # hidden units per MLP layer
 depth = None          # hidden layers (ReLU + BatchNorm)
 signal_scale = None   # simulator signal, smaller means noisier labels; 2 gives a Bayes accuracy near 0.8
-n = None              # simulator samples (70% train / 30% test)
+n = None              # simulator samples (70% train, a fifth of it validation; 30% test)
 
 # %%
 import inspect
 
 import numpy as np
 import torch
+
+from IPython.display import Markdown
 
 import widgets
 from labkit import viz
@@ -98,19 +100,47 @@ print(f"at z = 0: BCE {ensloss.bce_margin_loss(z0):.4f} (log 2 = {np.log(2):.4f}
       f"exponential {ensloss.exponential_loss(z0):.1f}, focal {ensloss.focal_loss(z0):.4f} (log 2 / 4)")
 
 # %% [markdown]
+# ## The algorithm: one epoch of doubly stochastic SGD
+#
+# The loop the paper describes: shuffled batches (the first source of randomness), and for EnsLoss a fresh random
+# loss at every step (the second). A fixed loss uses the same loop with its own $\phi$. A non-finite objective stops
+# the epoch before the update, so a diverging loss is caught and reported, not trained on.
+
+# %%
+print(inspect.getsource(ensloss.sgd_epoch))
+
+# %% [markdown]
+# On a tiny case: a linear score on 40 points with labels alternating 0/1, batches of 16 (two steps, the last 8
+# points dropped). The first batch's derivatives, ordered by margin, never decrease and are all negative: the
+# derivatives of a convex, calibrated loss.
+
+# %% tags=["nbval-check-output"]
+torch.manual_seed(0)
+X_tiny, y_tiny = torch.randn(40, 3), (torch.arange(40) % 2).float()
+tiny = torch.nn.Linear(3, 1)
+stats = ensloss.sgd_epoch(tiny, torch.optim.SGD(tiny.parameters(), lr=0.1), X_tiny, y_tiny, loss="ensloss",
+                          batch_size=16, order=torch.Generator().manual_seed(0), draws=torch.Generator().manual_seed(1))
+z_first, g_first = stats.first_draw
+g_by_margin = g_first[np.argsort(z_first)]
+print(f"steps {stats.steps}, diverged {stats.diverged}; first batch: {len(g_first)} derivatives, "
+      f"all negative {bool((g_first < 0).all())}, non-decreasing in z {bool((np.diff(g_by_margin) >= 0).all())}")
+
+# %% [markdown]
 # ## The data: the paper's label-noisy simulator
 #
 # $x \sim \mathcal N(0, I_d)$, score $s(x) = \sum_j \mathrm{relu}(x_j)$, standardised, times 2 (`signal_scale`),
 # clipped to $[-5, 5]$; $y \sim \mathrm{Bernoulli}(\sigma(s))$. Even the Bayes rule $1[s > 0]$ is wrong about one time
 # in five, so a network that fits the training set perfectly has memorised a lot of noise. Each seed draws new data
-# and a new stratified 70/30 split; features are standardised with the training statistics.
+# and a new stratified 70/30 split; a fifth of the training part is held out as **validation** (used only to choose
+# the epoch of the early-stopped accuracy below, never the test set); features are standardised with the training
+# statistics.
 
 # %% tags=["nbval-check-output"]
 p = resolve_params(ensloss.PARAMS, preset, overrides)  # the values the run below will use
 X, y, prob = tabular.relu_sum_classification(p["n"], p["d"], seed=seed, scale=p["signal_scale"])
-split = tabular.standardize_split(X, y, seed=seed)
-print(f"n = {p['n']}, d = {p['d']}: {len(split.y_train)} train / {len(split.y_test)} test, "
-      f"{y.mean():.1%} positive")
+split = tabular.standardize_split(X, y, seed=seed, val_size=ensloss.VAL_FRACTION)
+print(f"n = {p['n']}, d = {p['d']}: {len(split.y_train)} train / {len(split.y_val)} validation / "
+      f"{len(split.y_test)} test, {y.mean():.1%} positive")
 print(f"Bayes accuracy (mean of max(p, 1 - p)): {tabular.bayes_accuracy(prob):.3f}")
 
 # %%
@@ -121,13 +151,21 @@ viz.lines(score[order], {"P(y = 1 | x)": prob[order], "observed y": y[order]}, m
           ylabel="probability / label")
 
 # %% [markdown]
-# ## Train BCE, hinge and EnsLoss
+# ## Train the losses side by side
 #
-# The same MLP (`depth` × `width`, ReLU + BatchNorm, one logit), initialisation, batches (128, last incomplete batch
-# dropped) and schedule for every loss: SGD with momentum 0.9, weight decay 5e-6, cosine decay over the epochs.
-# Only the loss differs. Repeated for `n_seeds` seeds. The standard preset adds the exponential and focal
-# losses, a larger simulator and breast cancer with 20% flipped training labels; the full preset (GPU) adds
-# nine pairs of digit classes (20% flipped training labels) with a small CNN.
+# The same MLP, initialisation, batches and schedule for every loss; only the loss differs (the values below are
+# this run's, from the parameters).
+
+# %%
+arms = ensloss.arms_of(p["losses"])
+Markdown(
+    f"Losses: {', '.join(a.label for a in arms)}. MLP with {p['depth']} hidden layers of {p['width']} units "
+    f"(ReLU + BatchNorm, one logit); SGD with momentum {p['momentum']:g}, learning rate {p['lr']:g} cosine-decayed "
+    f"to 0 over {p['epochs']} epochs, weight decay {p['weight_decay']:g}, batches of {p['batch_size']} (the last "
+    f"incomplete batch dropped); {p['n_seeds']} seeds, each with new data, split, initialisation and batch order. "
+    "The standard preset adds the exponential and focal losses, a larger simulator and breast cancer with "
+    f"{p['flip']:.0%} flipped training labels; the full preset (GPU) adds pairs of digit classes with a small CNN."
+)
 
 # %%
 result = ensloss.run(preset=preset, seed=seed, device=device, **overrides)
@@ -147,7 +185,7 @@ result.figures["accuracy"]
 result.figures["final_test_acc"]
 
 # %%
-result.figures["best_test_acc"]
+result.figures["early_stop_test_acc"]
 
 # %% [markdown]
 # **The random derivatives.** One batch of margins from EnsLoss training (first seed, a few epochs in): the derivatives
@@ -169,30 +207,61 @@ result.figures["implied_loss"]
 # %% [markdown]
 # ## The claim check
 #
-# The card's claim at teaching scale, mean over the seeds of test accuracy: EnsLoss's final accuracy is at least
-# hinge's + 1 point and at least BCE's − 0.5 point, and its best-epoch accuracy is at least BCE's + 1 point. The
-# second line is reported, not asserted: the paper's "better / tie / worse" count with a paired t-test over seeds.
+# The paper's statement is that EnsLoss generalises **better** than the fixed losses (on CIFAR-10 pairs: better than
+# BCE on 41 of 45 tasks for ResNet34, and on every task than the exponential loss). So each claim is "EnsLoss minus
+# the fixed loss, in points of test accuracy, per seed" against a margin of **0**, with a three-way verdict from the
+# 95% t-interval over seeds: *holds* (the interval is above 0), *does not hold* (below), *inconclusive* (it
+# straddles 0). The headline is BCE's final test accuracy, the paper's main comparison. The last claim compares
+# **early-stopped** accuracy: each arm's test accuracy at the epoch where its *validation* accuracy peaked. A loss
+# that diverges is marked DIVERGED in its claim, and that claim is then inconclusive.
 
-# %% tags=["nbval-check-output"]
+# %%
 for c in result.claims:
     print(c)
-print()
-print(result.extras["per_seed"].drop(columns="task").round(3).to_string(index=False))
 
 # %% [markdown]
-# **What showed at the quick preset** (read the numbers above): the asserted claim holds on the means, but only
-# by about one point, which is also the size of the seed-to-seed noise. Per seed it is not uniform: in one of the
-# three seeds EnsLoss ends slightly below both BCE and hinge. With three seeds the paired t-test calls both
-# comparisons a tie, so at this scale the honest reading is "EnsLoss is at least as good as BCE and hinge, and
-# its best epoch is better", not "significantly better". All losses reach 100% training accuracy, as the card's
-# toy claim assumes.
-#
-# More seeds shrink the gap. When we ran the standard preset once (10 seeds, seed 0, CPU), the asserted claim did
-# **not** hold on the simulator: EnsLoss was ahead of hinge by 0.6 point and of BCE by 0.2 point (final), and by
-# 0.8 point at the best epoch, all inside the seed noise; over its three tasks the paired t-test found EnsLoss
-# never worse than BCE (3 ties), better than hinge once, and worse than focal once (breast cancer). The
-# exponential loss diverged at this learning rate in 10 of its 20 runs on the larger simulator and on breast
-# cancer; the run reports those instead of hiding them. Run the standard preset yourself to see the table.
+# The claims above print their intervals at 0.1 point, the resolution of the test set (one of 450 test examples is
+# 0.22 point). They are **not** compared across machines: the CPU's kernels (`ATEN_CPU_CAPABILITY`) and thread count
+# change the floating-point sums, and after 60 epochs that moves a test example or two per seed
+# (`benchmarks/spread/ensloss.json`). A verdict whose interval ends within a test example of the margin can flip with
+# them too: at the quick preset the hinge claim's lower end sat at +0.0 to +0.1 point across kernels (a claim on its
+# margin). What this notebook checks on every machine is the headline's verdict:
+
+# %% tags=["nbval-check-output"]
+print(f"[{result.headline.verdict.label}] ({result.headline.kind}) {result.headline.claim}")
+
+# %% [markdown]
+# The per-seed numbers behind the claims, and the paper's per-task count, "better / tie / worse" from a paired
+# t-test over seeds (p < 0.05).
+
+# %%
+print(result.extras["per_seed"].drop(columns="task").round(3).to_string(index=False))
+print("\npaired t-test over seeds, per task:", result.extras["paired"])
+
+# %%
+head = result.headline
+n_seeds_run = len(head.values)
+all_fit = bool((result.extras["per_seed"]["final_train_acc"] > 0.99).all())
+diverged = {a.label: int(result.metrics[f"diverged_runs_{a.key}"]) for a in arms if result.metrics[f"diverged_runs_{a.key}"]}
+Markdown(
+    f"**What showed in this run** ({result.preset} preset, {n_seeds_run} seeds): the headline, EnsLoss better than BCE "
+    f"at the last epoch, is **{head.verdict.value}** (mean {head.interval.mean:+.1f} points, 95% interval "
+    f"[{head.interval.low:+.1f}, {head.interval.high:+.1f}]). "
+    + " ".join(f"{c.claim.replace('EnsLoss generalises better than ', 'Versus ')}: **{c.verdict.value}**."
+               for c in result.claims[1:])
+    + (" Every arm fits its training set (≥ 99% training accuracy), the over-parameterised regime of the paper's toy."
+       if all_fit else " Not every arm fits its training set, so this is not the paper's over-parameterised regime.")
+    + (f" Diverged runs: {diverged}." if diverged else " No arm diverged.")
+)
+
+# %% [markdown]
+# **How to read it.** With three seeds the 95% interval is wide (the t-quantile is 4.3): a gain of about one point,
+# the size of the seed-to-seed noise, cannot clear a margin of 0 unless every seed agrees closely, so an
+# *inconclusive* headline here means "not shown at this scale", not "refuted". The paper's own tabular gains are of
+# this size (Bioresponse, MLP(3): accuracy 0.778 vs BCE 0.782, AUC 0.852 vs 0.850), and it reports most tabular
+# comparisons with BCE as better or tied on 5–10 repeats. The standard preset runs 10 seeds, adds the exponential and
+# focal losses (the exponential loss can diverge at this learning rate: such runs are marked, not hidden) and two
+# more tasks; `result.extras["paired"]` then gives the paper's better / tie / worse count per task.
 #
 # What this toy does **not** show: the paper's 45 CIFAR-10 class pairs with ResNets and 14 OpenML sets.
 

@@ -14,12 +14,20 @@ import numpy as np
 
 @dataclass
 class Split:
-    """A standardised train/test split (features scaled with the TRAIN mean and std only)."""
+    """A standardised train/(validation/)test split (features scaled with the TRAIN mean and std only).
+    Without a validation part, ``X_val`` and ``y_val`` have zero rows."""
 
     X_train: np.ndarray
     y_train: np.ndarray
     X_test: np.ndarray
     y_test: np.ndarray
+    X_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.X_val is None:
+            self.X_val = self.X_train[:0]
+            self.y_val = self.y_train[:0]
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -60,17 +68,27 @@ def flip_labels(y: np.ndarray, rate: float, seed: int) -> np.ndarray:
     return out
 
 
-def standardize_split(X: np.ndarray, y: np.ndarray, seed: int, test_size: float = 0.3, stratify: bool = True) -> Split:
-    """Shuffle, split (default 70/30, stratified on ``y``), and standardise x ← (x − μ_train) / σ_train."""
+def standardize_split(
+    X: np.ndarray, y: np.ndarray, seed: int, test_size: float = 0.3, stratify: bool = True, val_size: float = 0.0
+) -> Split:
+    """Shuffle, split (default 70/30, stratified on ``y``), and standardise x ← (x − μ_train) / σ_train.
+
+    ``val_size`` > 0 holds out that fraction of the TRAINING part as a validation set (stratified too), e.g. for
+    choosing an epoch; μ and σ then come from the remaining training rows only."""
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
     X_tr, X_te, y_tr, y_te = train_test_split(
         X, y, test_size=test_size, random_state=seed, stratify=y if stratify else None
     )
+    X_va, y_va = X_tr[:0], y_tr[:0]
+    if val_size > 0:
+        X_tr, X_va, y_tr, y_va = train_test_split(
+            X_tr, y_tr, test_size=val_size, random_state=seed, stratify=y_tr if stratify else None
+        )
     scaler = StandardScaler().fit(X_tr)
-    cast = lambda a: scaler.transform(a).astype(np.float32)  # noqa: E731
-    return Split(cast(X_tr), np.asarray(y_tr), cast(X_te), np.asarray(y_te))
+    cast = lambda a: scaler.transform(a).astype(np.float32) if len(a) else a.astype(np.float32)  # noqa: E731
+    return Split(cast(X_tr), np.asarray(y_tr), cast(X_te), np.asarray(y_te), cast(X_va), np.asarray(y_va))
 
 
 def breast_cancer() -> tuple[np.ndarray, np.ndarray]:
