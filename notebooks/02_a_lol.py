@@ -23,23 +23,25 @@
 preset = "quick"
 seed = 0
 device = "auto"
-lr = None           # AdamW learning rate of every arm after SFT
-eps = None          # clip of the importance weight, r kept in [1 - eps, 1 + eps]
-sampling = None     # "uniform" or "priority" (A-LoL batches drawn proportional to the positive advantage)
+lr = None  # AdamW learning rate of every arm after SFT
+eps = None  # clip of the importance weight, r kept in [1 - eps, 1 + eps]
+sampling = None  # "uniform" or "priority" (A-LoL batches drawn proportional to the positive advantage)
 expert_frac = None  # share of expert responses in the data
-n_steps = None      # optimiser steps of each arm after SFT
-variants = None     # also train the A-LoL variants, R-GOLD, R-LoL and DPO
+n_steps = None  # optimiser steps of each arm after SFT
+variants = None  # also train the A-LoL variants, R-GOLD, R-LoL and DPO
 
 # %%
 import inspect
 
 import torch
+from IPython.display import Markdown
 
 import widgets
 from labkit import viz
-from labkit.core import overrides_from, resolve_params
+from labkit.core import fmt, overrides_from, resolve_params
 from labkit.data import language as lang
 from labkit.methods import a_lol
+from labkit.models.tiny_lm import TinyLM, sequence_logprobs
 
 overrides = overrides_from(a_lol.PARAMS, globals())  # the knobs above, and any other param papermill injects
 viz.notebook_setup()
@@ -90,12 +92,44 @@ loss = a_lol.a_lol_loss(logp, ref, torch.tensor([0.5, 0.2]), eps=0.9)
 loss.sum().backward()
 print("A-LoL loss   ", [round(v, 3) for v in loss.tolist()], " (hand: 1.9, 0.05)")
 print("d/d log pi   ", [round(v, 3) for v in logp.grad.tolist()], "(hand: -0.95, -0.05)")
-print("A+           ", [round(v, 3) for v in a_lol.positive_advantage(torch.tensor([0.9, 0.5, 0.1]), torch.tensor(0.6)).tolist()],
-      " (hand: 0.3, 0, 0)")
-seq = a_lol.a_lol_seq_loss(torch.tensor([[-1.0, -2.0]]), torch.stack([-1.0 - LN2, -2.0 + LN2]).view(1, 2),
-                           torch.tensor([0.5]), eps=0.2)
+print(
+    "A+           ",
+    [round(v, 3) for v in a_lol.positive_advantage(torch.tensor([0.9, 0.5, 0.1]), torch.tensor(0.6)).tolist()],
+    " (hand: 0.3, 0, 0)",
+)
+seq = a_lol.a_lol_seq_loss(
+    torch.tensor([[-1.0, -2.0]]), torch.stack([-1.0 - LN2, -2.0 + LN2]).view(1, 2), torch.tensor([0.5]), eps=0.2
+)
 print(f"A-LoL seq     {seq.item():.3f}  (hand: 1.400)")
 print(f"wBC           {a_lol.wbc_loss(torch.tensor([-2.0]), torch.tensor([0.5])).item():.3f}  (hand: 1.000)")
+
+# %% [markdown]
+# ## The algorithm's loop
+#
+# One A-LoL step draws a batch (uniformly, or with probability $\propto A^+$), computes the summed token log-probs,
+# weights each row's NLL by $A^+\cdot\operatorname{clip}(r, 1-\varepsilon, 1+\varepsilon)$ and takes an AdamW step with
+# a clipped gradient norm. The advantages are computed once, before training: nothing is generated while it runs.
+
+# %%
+print(inspect.getsource(a_lol.a_lol_step))
+print(inspect.getsource(a_lol.a_lol_train))
+
+# %% [markdown]
+# Run on a tiny case: a random TinyLM as $\pi_{\rm ref}$, 16 random rows of which only the first 4 have $A^+ > 0$.
+# After 30 steps the positive rows are far likelier under $\pi_\theta$ than under $\pi_{\rm ref}$. The others get
+# less likely: no term of the loss touches them, but they share the model's probability mass with the rows it pulls up.
+
+# %%
+torch.manual_seed(0)
+tiny_ref = TinyLM(12, 10, d_model=16).eval().requires_grad_(False)
+g = torch.Generator().manual_seed(1)
+tx, ty = torch.randint(12, (16, 4), generator=g), torch.randint(12, (16, 6), generator=g)
+tiny_adv = torch.cat([torch.full((4,), 0.5), torch.zeros(12)])
+tiny_pol = a_lol.a_lol_train(
+    tiny_ref, tx, ty, tiny_adv, eps=0.9, lr=1e-2, n_steps=30, batch_size=8, grad_clip=1.0, priority=True, generator=g
+)
+gain = (sequence_logprobs(tiny_pol, tx, ty) - sequence_logprobs(tiny_ref, tx, ty)).detach()
+print(f"log pi_theta - log pi_ref: rows with A+ > 0: {gain[:4].mean():+.1f}, rows with A+ = 0: {gain[4:].mean():+.1f}")
 
 # %% [markdown]
 # ## The data: a rule "language" with a noisy offline set
@@ -118,22 +152,34 @@ for k, name in enumerate(lang.SOURCE_NAMES):
     print(f"{name:9s} share {sel.float().mean().item():.3f}   mean R {data.reward[sel].mean().item():.3f}")
 
 # %%
-viz.bars({name: data.reward[data.source == k].tolist()[:200] for k, name in enumerate(lang.SOURCE_NAMES)},
-         title="Reward of the training responses by source (200 dots each)", ylabel="R(x, y)")
+viz.bars(
+    {name: data.reward[data.source == k].tolist()[:200] for k, name in enumerate(lang.SOURCE_NAMES)},
+    title="Reward of the training responses by source (200 dots each)",
+    ylabel="R(x, y)",
+)
 
 # %% [markdown]
 # ## Train π_ref, the value head, then NLL, wBC and A-LoL
 #
-# Per seed: π_ref is a 2-layer TinyLM (width 32 at the quick preset) trained with NLL on all of the data
-# (400 AdamW steps, lr 2e-3, batch 32). The value head (an MLP on π_ref's mean-pooled prompt states, output
-# $\sigma(\cdot)$, capped at 1 as in the official code) is fitted on π_ref's greedy rewards for 500 held-out prompts
-# (300 Adam steps, keeping the step with the lowest held-out MSE). Then every arm starts from π_ref and takes 200
-# AdamW steps (lr 5e-4, batch 32, gradient norm clipped at 1 per model) on the same data. Test reward = mean $R$ of the
-# greedy outputs on 500 fresh prompts. Two seeds (each has its own data, π_ref, value head and batches).
-#
+# Per seed (each has its own data, π_ref, value head and batches), with the sizes of the chosen preset:
+
+# %%
+k = a_lol.Knobs(**p)
+Markdown(
+    f"π_ref is a 2-layer TinyLM (width {k.d_model}) trained with NLL on all of the data ({k.sft_steps} AdamW steps, "
+    f"lr {k.sft_lr:g}, batch {k.batch_size}). The value head (an MLP on π_ref's mean-pooled prompt states, output "
+    f"$\\sigma(\\cdot)$, capped at 1 as in the official code) is fitted on π_ref's greedy rewards for {k.n_val} held-out "
+    f"prompts ({k.value_steps} Adam steps, keeping the step with the lowest held-out MSE). Then every arm starts from "
+    f"π_ref and takes {k.n_steps} AdamW steps (lr {k.lr:g}, batch {k.batch_size}, gradient norm clipped at "
+    f"{k.grad_clip:g} per model) on the same data. Test reward = mean $R$ of the greedy outputs on {k.n_test} fresh "
+    f"prompts. **{k.n_seeds} seeds**: the claims below are intervals over them."
+)
+
+# %% [markdown]
 # **What was shrunk, and why:** the card's quick preset (width 48, batch 64, 800 SFT steps, 400 steps per arm, 1000
-# test prompts) took about 60 s on this CPU; the run below is sized to ~15 s. The standard preset goes back to
-# width 48, batch 64 and 1000 test prompts, with 600 SFT and 400 arm steps, three seeds and the variants.
+# test prompts) took about 60 s on a 2-core CPU (measured when the notebook was written); the quick preset is sized
+# to stay under ~20 s. The standard preset goes back to width 48, batch 64 and 1000 test prompts, with more steps
+# and the variants.
 
 # %%
 result = a_lol.run(preset=preset, seed=seed, device=device, **overrides)
@@ -150,12 +196,17 @@ print(result.summary())
 # %%
 result.figures["advantage"]
 
-# %% tags=["nbval-check-output"]
-x = result.extras
-print("value head held-out MSE per seed:", [round(v, 4) for v in x["value_mse"]])
-print("positive-advantage fraction per seed:", [round(v, 3) for v in x["positive_frac"]])
-print("seed", seed, "share with A > 0 by source:", {k: round(v, 3) for k, v in x["positive_by_source"].items()})
-print("seed", seed, "share of the total A+ mass:", {k: round(v, 3) for k, v in x["adv_mass_by_source"].items()})
+# %% [markdown]
+# Not compared by nbval: the mediocre rows sit right at the cut ($A = 0.5 - V(x)$ with $V(x) \approx 0.5$), so whether
+# a given one lands above or below zero changes with the CPU's floating-point kernels; the positive fraction moves by
+# about a percentage point across CPUs (benchmarks/spread/a_lol.json), the expert and random shares do not.
+
+# %%
+stats = result.extras["advantage"]
+print("value head held-out MSE per seed:", ", ".join(fmt(v, 4) for v in stats.value_mse))
+print("positive-advantage fraction per seed:", ", ".join(fmt(v, 3) for v in stats.positive_frac))
+print(f"seed {seed}, share with A > 0 by source:", ", ".join(f"{k} {fmt(v, 3)}" for k, v in stats.positive_by_source.items()))
+print(f"seed {seed}, share of the total A+ mass:", ", ".join(f"{k} {fmt(v, 3)}" for k, v in stats.mass_by_source.items()))
 
 # %% [markdown]
 # ## Test reward while training
@@ -190,31 +241,48 @@ result.figures["ratios"]
 # %% [markdown]
 # ## The claim check
 #
-# The card's toy claim, greedy test reward, mean over seeds at the quick preset: A-LoL ≥ wBC + 0.15 and
-# ≥ NLL + 0.20, with the fraction of positive-advantage examples printed (the card expected ≈ 0.35).
+# The paper reports A-LoL above the other offline methods, reward-weighted BC among them. Here, per seed, the final
+# greedy test reward of A-LoL minus that of wBC (the headline) and minus that of NLL; "higher" means a margin of 0,
+# fixed before the run. The verdict comes from the 95% t-interval of the mean over the seeds: **holds** when the whole
+# interval is above 0, **does not hold** when it is below, **inconclusive** when it straddles 0.
 
 # %% tags=["nbval-check-output"]
 for c in result.claims:
     print(c)
-m = result.metrics
-print(f"\npi_ref {m['test_reward_ref']:.3f} | NLL {m['test_reward_nll']:.3f} | wBC {m['test_reward_wbc']:.3f} | "
-      f"A-LoL {m['test_reward_a_lol']:.3f}")
-print(f"positive-advantage fraction {m['positive_adv_frac']:.3f}")
-print("claims hold:", result.claims_hold)
 
 # %% [markdown]
-# **What showed at the quick preset** (read the numbers above): the asserted check holds in both seeds, by a wide
-# margin: A-LoL's greedy outputs follow the rule almost everywhere, while NLL and wBC stay at the mediocre level of
-# π_ref. The positive-advantage fraction is **higher** than the card's ≈ 0.35: here π_ref's own reward is almost
-# exactly the mediocre reward (0.5), so many mediocre rows fall on the positive side by a hair; their
-# $A^+$ is tiny, so the $A^+$ mass still comes mostly from the expert rows (printed above). In the card's pre-check
-# π_ref scored 0.556, above the mediocre rows, which pushed them below zero.
-#
+# The per-arm rewards behind them (not compared by nbval; the third decimal moves across CPUs):
+
+# %%
+m = result.metrics
+print(
+    f"pi_ref {fmt(m['test_reward_ref'], 3)} | NLL {fmt(m['test_reward_nll'], 3)} | "
+    f"wBC {fmt(m['test_reward_wbc'], 3)} | A-LoL {fmt(m['test_reward_a_lol'], 3)}"
+)
+for o in result.extras["arms"]:
+    print(f"{o.arm.label:>6} per seed: " + ", ".join(fmt(v, 3) for v in o.final_reward))
+print(f"positive-advantage fraction {fmt(m['positive_adv_frac'], 3)}")
+
+# %%
+head, nll_claim = result.claims[0], result.claims[1]
+Markdown(
+    f"**What showed at the {result.preset} preset** ({head.interval.n} seeds): the headline "
+    f"*{head.verdict.value}*: A-LoL − wBC = {head.interval.text(head.decimals)}. Against NLL it "
+    f"*{nll_claim.verdict.value}*: {nll_claim.interval.text(nll_claim.decimals)}. "
+    f"π_ref scores {fmt(m['test_reward_ref'], 2)} (the mediocre level is 0.5): it imitates the majority, and so do NLL "
+    f"({fmt(m['test_reward_nll'], 2)}) and wBC ({fmt(m['test_reward_wbc'], 2)}), while A-LoL reaches "
+    f"{fmt(m['test_reward_a_lol'], 2)}. The positive-advantage fraction is {fmt(m['positive_adv_frac'], 2)}, not the "
+    "card's ≈ 0.35: π_ref's own reward is almost exactly the mediocre reward, so many mediocre rows fall on the "
+    "positive side by a hair; their $A^+$ is tiny, so the $A^+$ mass still comes almost all from the expert rows."
+)
+
+# %% [markdown]
 # What this toy does **not** show: the paper's HH results (LLaMA-7B + QLoRA, human and reward-model ratings, PPO,
-# PRO and GOLD) or multi-reward tasks. The full preset only enlarges this task (wider model, more data and steps);
-# the card's GPT-2-sized pretrained text task with PEFT LoRA is not implemented. The variants (ref-free, seq, KL,
-# priority sampling), R-GOLD, R-LoL and DPO (expert response against the mediocre one for the same prompt) run at the
-# standard preset or with `variants=True`.
+# PRO and GOLD) or multi-reward tasks. The toy is *built* so that mediocre data dominates: it illustrates the
+# mechanism. The full preset only enlarges this task (wider model, more data and steps); the card's GPT-2-sized
+# pretrained text task with PEFT LoRA is not implemented. The variants (ref-free, seq, KL, priority sampling),
+# R-GOLD, R-LoL and DPO (expert response against the mediocre one for the same prompt) run at the standard preset
+# or with `variants=True`.
 
 # %% [markdown]
 # ## Try it

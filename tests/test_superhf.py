@@ -1,15 +1,18 @@
 """SuperHF: the top-K filter, the loss with the KL prior and one iteration against hand-computed cases;
-METEOR by hand; the PPO baseline's bookkeeping; claims both ways; a tiny seeded run; the quick preset."""
+METEOR by hand; the PPO baseline's bookkeeping; the claims three ways; small seeded runs."""
 
+import copy
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from labkit.core import DivergenceError, torch_threads
+from labkit.core import Arm, DivergenceError, Verdict, torch_threads
 from labkit.data import language as lang
 from labkit.methods import superhf
+from labkit.methods.superhf import method as superhf_method
+from labkit.models import tiny_lm as lm
 
 T = torch.tensor
 
@@ -120,16 +123,16 @@ def test_superhf_raises_the_kept_log_prob_and_the_prior_limits_the_drift():
     drift = {}
     for beta in (0.0, 10.0):
         torch.manual_seed(1)
-        init = superhf.lm.TinyGRULM(task.vocab_size)
-        ref, policy = superhf.lm.frozen_copy(init), superhf.copy.deepcopy(init)
+        init = lm.TinyGRULM(task.vocab_size)
+        ref, policy = lm.frozen_copy(init), copy.deepcopy(init)
         opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
         reward = lambda p, y: lang.topic_proxy_reward(task, p, y)  # noqa: E731
         out = superhf.superhf_iteration(
             policy, ref, opt, x, reward, beta, 8, 1, epochs=20, generator=torch.Generator().manual_seed(0)
         )
         gain = (
-            superhf.lm.sequence_logprobs(policy, out["prompts"], out["kept"])
-            - superhf.lm.sequence_logprobs(init, out["prompts"], out["kept"])
+            lm.sequence_logprobs(policy, out["prompts"], out["kept"])
+            - lm.sequence_logprobs(init, out["prompts"], out["kept"])
         ).detach()
         assert (gain > 0).all()
         drift[beta] = superhf.kl_prior(policy, ref, out["prompts"], out["kept"]).mean().item()
@@ -142,8 +145,8 @@ def test_superhf_raises_the_kept_log_prob_and_the_prior_limits_the_drift():
 def test_ppo_baseline_is_a_running_mean():
     task = lang.TopicTask()
     torch.manual_seed(0)
-    init = superhf.lm.TinyGRULM(task.vocab_size)
-    policy, ref = superhf.copy.deepcopy(init), superhf.lm.frozen_copy(init)
+    init = lm.TinyGRULM(task.vocab_size)
+    policy, ref = copy.deepcopy(init), lm.frozen_copy(init)
     opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
     x = task.topic_token(torch.arange(4)).unsqueeze(1).repeat_interleave(4, 0)
     reward = lambda p, y: lang.topic_proxy_reward(task, p, y)  # noqa: E731
@@ -176,18 +179,44 @@ def test_cross_prompt_meteor_only_pairs_different_prompts():
     assert superhf.cross_prompt_meteor(prompts, by_topic, 20, torch.Generator().manual_seed(0)) == 0.0
 
 
-# --- claims ----------------------------------------------------------------------------------------------------
+# --- claims: holds, does not hold, inconclusive (hand-made per-seed numbers) -----------------------------------
 
 
-def test_claims_both_ways():
-    assert superhf.reward_claim([4.0, 4.2], [2.9, 3.0], [4.3, 4.3]).passed
-    assert not superhf.reward_claim([3.5, 3.7], [2.9, 3.0], [3.0, 3.0]).passed  # gain 0.65 < 1
-    assert not superhf.reward_claim([4.0, 4.2], [2.9, 3.0], [4.4, 4.4]).passed  # 4.1 < 4.4 − 0.25
-    assert superhf.hacking_claim([0.10, 0.12], [0.2, 0.2], [2.0, 2.0], [1.5, 1.5]).passed
-    assert not superhf.hacking_claim([0.16, 0.16], [0.2, 0.2], [2.0, 2.0], [1.5, 1.5]).passed
-    assert not superhf.hacking_claim([0.10, 0.12], [0.2, 0.2], [1.4, 1.5], [1.5, 1.5]).passed
-    c = superhf.beats_ppo_claim([4.0], [4.5])
-    assert not c.asserted and not c.passed
+def test_beats_ppo_claim_three_ways():
+    c = superhf.beats_ppo_claim([4.6, 4.7, 4.65], [4.3, 4.4, 4.35])
+    assert c.verdict is Verdict.HOLDS and c.headline and c.margin == 0.0
+    assert superhf.beats_ppo_claim([4.2, 4.3, 4.25], [4.6, 4.7, 4.65]).verdict is Verdict.DOES_NOT_HOLD
+    # differences −0.05, −0.5, +0.3: the interval straddles 0
+    assert superhf.beats_ppo_claim([4.34, 4.21, 4.7], [4.39, 4.71, 4.4]).verdict is Verdict.INCONCLUSIVE
+    assert superhf.beats_ppo_claim([float("inf"), 4.0, 4.0], [4.0, 4.0, 4.0]).verdict is Verdict.INCONCLUSIVE
+
+
+def test_improves_claim_three_ways():
+    assert superhf.improves_claim([4.3, 4.2, 4.4], [2.9, 2.8, 3.0]).verdict is Verdict.HOLDS
+    assert superhf.improves_claim([2.0, 2.1, 2.05], [2.9, 2.8, 3.0]).verdict is Verdict.DOES_NOT_HOLD
+    assert superhf.improves_claim([3.5, 2.5, 3.2], [2.9, 2.8, 3.0]).verdict is Verdict.INCONCLUSIVE
+    assert not superhf.improves_claim([3.0], [2.9]).headline
+
+
+def test_meteor_claim_lower_is_better_three_ways():
+    c = superhf.meteor_claim([0.10, 0.11, 0.09], [0.20, 0.21, 0.22])
+    assert c.verdict is Verdict.HOLDS and not c.higher_is_better and "≤" in c.bar()
+    assert superhf.meteor_claim([0.17, 0.16, 0.18], [0.06, 0.08, 0.07]).verdict is Verdict.DOES_NOT_HOLD
+    assert superhf.meteor_claim([0.17, 0.15, 0.12], [0.06, 0.22, 0.14]).verdict is Verdict.INCONCLUSIVE
+
+
+def test_gold_claim_three_ways():
+    assert superhf.gold_claim([2.0, 2.1, 2.05], [1.4, 1.5, 1.45]).verdict is Verdict.HOLDS
+    assert superhf.gold_claim([1.0, 1.1, 1.05], [1.4, 1.5, 1.45]).verdict is Verdict.DOES_NOT_HOLD
+    assert superhf.gold_claim([1.6, 1.2, 1.9], [1.4, 1.5, 1.45]).verdict is Verdict.INCONCLUSIVE
+
+
+def test_arm_plan_branches_on_kind_and_keys():
+    plans = superhf.arm_plan(0.35, 0.05, sweep=False)
+    assert [pl.arm for pl in plans] == [superhf.shf_arm(0.0), superhf.shf_arm(0.35), superhf.ppo_arm(0.05)]
+    assert [pl.kind for pl in plans] == ["superhf", "superhf", "ppo"] and plans[1].coef == 0.35
+    assert superhf.shf_arm(0.35) == Arm("superhf_0.35", "SuperHF β_KL=0.35")
+    assert len(superhf.arm_plan(0.35, 0.05, sweep=True)) == 4 + 3
 
 
 def test_decode_marks_relevant_words_and_the_exploit():
@@ -195,7 +224,7 @@ def test_decode_marks_relevant_words_and_the_exploit():
     assert superhf.decode(task, int(task.topic_token(1)), [3, 0, task.bang]) == "W3 w0 !"
 
 
-# --- the experiment --------------------------------------------------------------------------------------------
+# --- the experiment (small overrides; the notebook runs the quick preset) --------------------------------------
 
 TINY = dict(n_iters=2, eval_every=1, n_seeds=1, sft_steps=10, eval_per_topic=2, meteor_pairs=10, progress=False)
 
@@ -210,18 +239,27 @@ def test_a_tiny_run_is_seeded_and_consistent():
     assert (start["value"].abs() < 1e-6).all()  # every arm starts at π_0
     end = h[(h["step"] == 64)].set_index(["series", "metric"])["value"]
     assert a.metrics["gold_reward"] == pytest.approx(end[("SuperHF β_KL=0.35", "gold_reward")])
-    assert a.claims[0].numbers["proxy_ppo"] == pytest.approx(end[("PPO c=0.05", "proxy_reward")])
-    assert a.claims[1].numbers["meteor_no_kl"] == pytest.approx(end[("SuperHF β_KL=0", "meteor")])
-    assert len(a.extras["examples"]["π_0"]) == 8
+    head = a.headline
+    assert head is a.claims[0] and head.numbers["PPO"] == pytest.approx(end[("PPO c=0.05", "proxy_reward")])
+    assert a.claims[2].numbers["without"] == pytest.approx(end[("SuperHF β_KL=0", "meteor")])
+    assert "1 seed, no interval" in str(head)
+    assert all(math.isfinite(v) for v in a.metrics.values())
+    assert len(a.extras["init"].examples) == 8
     assert {"proxy", "gold", "kl", "bang", "meteor", "hacking", "tradeoff", "gold_vs_kl", "examples"} <= set(a.figures)
+
+
+def test_two_seeds_give_an_interval():
+    r = superhf.run(**{**TINY, "n_seeds": 2, "n_iters": 1})
+    assert set(r.history["seed"]) == {0, 1}
+    assert all(len(c.values) == 2 and c.interval.has_spread for c in r.claims)
 
 
 def test_divergence_names_the_arm_and_step(monkeypatch):
     def nan_loss(policy, ref, x, y, beta_kl):
-        z = superhf.lm.nll_loss(policy, x, y)
+        z = lm.nll_loss(policy, x, y)
         return z * float("nan"), z, z
 
-    monkeypatch.setattr(superhf, "superhf_loss", nan_loss)
+    monkeypatch.setattr(superhf_method, "superhf_loss", nan_loss)
     with pytest.raises(DivergenceError, match=r"step 0 in 'SuperHF β_KL=0'"):
         superhf.run(**TINY)
 
@@ -231,15 +269,3 @@ def test_bad_params_are_refused():
         superhf.run(top_k=20, superbatch=16, progress=False)
     with pytest.raises(ValueError, match="unknown parameter"):
         superhf.run(beta=1.0)
-
-
-@pytest.mark.slow
-def test_quick_run():
-    result = superhf.run(preset="quick", progress=False)
-    h, f = result.history, result.extras["final"]
-    assert set(h["seed"]) == {0, 1} and h["step"].max() == 40 * 32
-    assert result.claims[0].numbers["proxy_superhf"] == pytest.approx(sum(f["SuperHF β_KL=0.35"]["proxy_reward"]) / 2)
-    # training on the proxy raises it above π_0 for every trained arm
-    for arm in ("SuperHF β_KL=0", "SuperHF β_KL=0.35", "PPO c=0.05"):
-        assert min(f[arm]["proxy_reward"]) > max(f["π_0"]["proxy_reward"])
-    assert [c.asserted for c in result.claims] == [True, True, False]
