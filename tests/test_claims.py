@@ -73,3 +73,15 @@ def test_fmt_fixed_decimals():
     assert fmt(-0.0001, 3) == "0.000"  # never "-0.000"
     assert fmt(0.5, 1, sign=True) == "+0.5"
     assert fmt(3, 2) == "3" and fmt(float("nan")) == "nan"
+
+
+def test_paired_claim_is_method_minus_baseline_per_seed():
+    c = ClaimCheck.paired("a beats b", "a − b", [0.9, 0.8, 0.7], [0.5, 0.6, 0.4], labels=("a", "b"), headline=True)
+    assert c.values == pytest.approx((0.4, 0.2, 0.3)) and c.margin == 0.0 and c.headline
+    assert c.numbers == pytest.approx({"a": 0.8, "b": 0.5})
+    assert c.verdict is Verdict.HOLDS
+    assert ClaimCheck.paired("b beats a", "b − a", [0.5, 0.6, 0.4], [0.9, 0.8, 0.7], labels=("b", "a")).verdict is (
+        Verdict.DOES_NOT_HOLD
+    )
+    with pytest.raises(ValueError, match="2 method values but 3"):
+        ClaimCheck.paired("x", "q", [1, 2], [1, 2, 3], labels=("m", "b"))

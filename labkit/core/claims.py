@@ -155,6 +155,29 @@ class ClaimCheck:
         if not self.values:
             raise ValueError(f"claim {self.claim!r} has no values")
 
+    @classmethod
+    def paired(
+        cls,
+        claim: str,
+        quantity: str,
+        method: Sequence[float],
+        baseline: Sequence[float],
+        *,
+        labels: tuple[str, str],
+        margin: float = 0.0,
+        numbers: dict[str, float] | None = None,
+        **kwargs,
+    ) -> ClaimCheck:
+        """The comparison most claims make: per seed, the method's value minus the baseline's on the same seed
+        (``values = method − baseline``), against ``margin`` (0 = "better than"). ``numbers`` gets both means,
+        under ``labels = (method label, baseline label)``, before any extra numbers given."""
+        method, baseline = [float(v) for v in method], [float(v) for v in baseline]
+        if len(method) != len(baseline):
+            raise ValueError(f"claim {claim!r}: {len(method)} method values but {len(baseline)} baseline values")
+        means = {labels[0]: statistics.fmean(method), labels[1]: statistics.fmean(baseline)}
+        values = [m - b for m, b in zip(method, baseline)]
+        return cls(claim, quantity, values, margin, numbers={**means, **(numbers or {})}, **kwargs)
+
     @property
     def interval(self) -> Interval:
         return Interval.of(self.values, self.level)

@@ -341,13 +341,14 @@ CLAIM_DECIMALS = 1
 def beats_wbc_claim(r_alol, r_wbc, decimals: int = CLAIM_DECIMALS) -> ClaimCheck:
     """Headline: the paper reports A-LoL above reward-weighted BC (and the other offline baselines); margin 0 =
     "better than". Per seed: final greedy test reward of A-LoL minus that of wBC."""
-    return ClaimCheck(
+    return ClaimCheck.paired(
         claim="A-LoL reaches a higher reward than reward-weighted behaviour cloning (wBC) on the same offline data",
         quantity="greedy test reward, A-LoL − wBC, final step",
-        values=[a - w for a, w in zip(r_alol, r_wbc)],
+        method=r_alol,
+        baseline=r_wbc,
         margin=0.0,
         headline=True,
-        numbers={"A-LoL": float(np.mean(r_alol)), "wBC": float(np.mean(r_wbc))},
+        labels=("A-LoL", "wBC"),
         detail="toy: mediocre responses dominate the data (see the notebook); a diverged arm makes this inconclusive",
         decimals=decimals,
     )
@@ -355,12 +356,13 @@ def beats_wbc_claim(r_alol, r_wbc, decimals: int = CLAIM_DECIMALS) -> ClaimCheck
 
 def beats_nll_claim(r_alol, r_nll, decimals: int = CLAIM_DECIMALS) -> ClaimCheck:
     """Supporting: A-LoL above plain fine-tuning on everything (NLL); margin 0. Per seed: A-LoL − NLL."""
-    return ClaimCheck(
+    return ClaimCheck.paired(
         claim="A-LoL reaches a higher reward than plain fine-tuning on all the data (NLL)",
         quantity="greedy test reward, A-LoL − NLL, final step",
-        values=[a - n for a, n in zip(r_alol, r_nll)],
+        method=r_alol,
+        baseline=r_nll,
         margin=0.0,
-        numbers={"A-LoL": float(np.mean(r_alol)), "NLL": float(np.mean(r_nll))},
+        labels=("A-LoL", "NLL"),
         decimals=decimals,
     )
 

@@ -976,13 +976,14 @@ def claim_forgetting(
     """Headline (the paper's "minimises forgetting by progressive growth and routing"): after the whole stream,
     EAR's mean accuracy over all domains minus sequential fine-tuning's, per seed, ≥ FORGETTING_MARGIN.
     ``grown`` of ``new_domains`` (summed over seeds) is how often EAR's detector let it grow."""
-    return ClaimCheck(
+    return ClaimCheck.paired(
         claim="EAR (detect → grow → route) keeps accuracy on every domain seen, while sequential fine-tuning forgets",
         quantity="final mean accuracy over all domains, EAR − fine-tuning",
-        values=[e - f for e, f in zip(ear, ft)],
+        method=ear,
+        baseline=ft,
         margin=FORGETTING_MARGIN,
         headline=True,
-        numbers={"EAR": float(np.mean(ear)), "fine-tuning": float(np.mean(ft))},
+        labels=("EAR", "fine-tuning"),
         detail=f"EAR grows only when a window is flagged: it grew for {grown} of {new_domains} new domains "
         f"(over {_seeds_text(len(ear))}); margin {FORGETTING_MARGIN:.2f} from the card",
         decimals=decimals,
@@ -1028,12 +1029,13 @@ def claim_routing(routing: Sequence[float], *, who: str, decimals: int = DECIMAL
 
 def claim_growth_known(known: Sequence[float], ft: Sequence[float], *, decimals: int = ACC_DECIMALS) -> ClaimCheck:
     """Growth + HDC routing alone (an adaptor at every boundary, detection taken out) vs fine-tuning."""
-    return ClaimCheck(
+    return ClaimCheck.paired(
         claim="with every domain boundary given, growth + HDC routing keep accuracy where fine-tuning forgets",
         quantity="final mean accuracy over all domains, EAR (boundaries known) − fine-tuning",
-        values=[k - f for k, f in zip(known, ft)],
+        method=known,
+        baseline=ft,
         margin=FORGETTING_MARGIN,
-        numbers={"EAR, boundaries known": float(np.mean(known)), "fine-tuning": float(np.mean(ft))},
+        labels=("EAR, boundaries known", "fine-tuning"),
         detail="the headline's mechanism with detection taken out",
         decimals=decimals,
     )
@@ -1041,12 +1043,13 @@ def claim_growth_known(known: Sequence[float], ft: Sequence[float], *, decimals:
 
 def claim_class_incremental(ear: Sequence[float], ft: Sequence[float], *, decimals: int = DECIMALS) -> ClaimCheck:
     """Class-incremental stream (0–4 then 5–9): EAR's final mean accuracy over both tasks − fine-tuning's."""
-    return ClaimCheck(
+    return ClaimCheck.paired(
         claim="class-incremental (digits 0–4, then 5–9): EAR keeps both tasks where fine-tuning forgets",
         quantity="final mean accuracy over both tasks, EAR − fine-tuning",
-        values=[e - f for e, f in zip(ear, ft)],
+        method=ear,
+        baseline=ft,
         margin=FORGETTING_MARGIN,
-        numbers={"EAR": float(np.mean(ear)), "fine-tuning": float(np.mean(ft))},
+        labels=("EAR", "fine-tuning"),
         detail="routing must tell the task from the input (task inference)",
         decimals=decimals,
     )

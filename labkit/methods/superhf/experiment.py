@@ -338,13 +338,14 @@ REWARD_DECIMALS, METEOR_DECIMALS = 1, 2
 def beats_ppo_claim(shf, ppo, decimals: int = REWARD_DECIMALS) -> ClaimCheck:
     """Headline (the abstract): SuperHF exceeds PPO-based RLHF on the training objective, the reward-model score.
     Per seed: final proxy reward of SuperHF(β_KL) minus PPO's, at the same number of sampled completions; margin 0."""
-    return ClaimCheck(
+    return ClaimCheck.paired(
         claim="SuperHF reaches a higher reward-model (proxy) score than PPO at the same number of sampled completions",
         quantity="final proxy reward, SuperHF(β_KL) − PPO",
-        values=[s - q for s, q in zip(shf, ppo)],
+        method=shf,
+        baseline=ppo,
         margin=0.0,
         headline=True,
-        numbers={"SuperHF": float(np.mean(shf)), "PPO": float(np.mean(ppo))},
+        labels=("SuperHF", "PPO"),
         detail="a diverged arm makes this inconclusive",
         decimals=decimals,
     )
@@ -352,12 +353,13 @@ def beats_ppo_claim(shf, ppo, decimals: int = REWARD_DECIMALS) -> ClaimCheck:
 
 def improves_claim(shf, init, decimals: int = REWARD_DECIMALS) -> ClaimCheck:
     """Supporting: SuperHF raises the reward it is trained on above the initial model's; margin 0."""
-    return ClaimCheck(
+    return ClaimCheck.paired(
         claim="SuperHF raises the proxy reward above the initial model π_0",
         quantity="final proxy reward, SuperHF(β_KL) − π_0",
-        values=[s - i for s, i in zip(shf, init)],
+        method=shf,
+        baseline=init,
         margin=0.0,
-        numbers={"SuperHF": float(np.mean(shf)), "π_0": float(np.mean(init))},
+        labels=("SuperHF", "π_0"),
         decimals=decimals,
     )
 
@@ -365,13 +367,14 @@ def improves_claim(shf, init, decimals: int = REWARD_DECIMALS) -> ClaimCheck:
 def meteor_claim(meteor_kl, meteor_nokl, decimals: int = METEOR_DECIMALS) -> ClaimCheck:
     """Supporting (the paper's reward-hacking measure): with the KL prior, completions to different prompts are
     less alike, i.e. lower cross-prompt METEOR than SuperHF without it. Per seed: METEOR(β_KL) − METEOR(0) ≤ 0."""
-    return ClaimCheck(
+    return ClaimCheck.paired(
         claim="the KL prior lowers reward hacking: cross-prompt METEOR of SuperHF(β_KL) is below SuperHF(β_KL=0)'s",
         quantity="final cross-prompt METEOR, SuperHF(β_KL) − SuperHF(β_KL=0)",
-        values=[k - n for k, n in zip(meteor_kl, meteor_nokl)],
+        method=meteor_kl,
+        baseline=meteor_nokl,
         margin=0.0,
         higher_is_better=False,
-        numbers={"with prior": float(np.mean(meteor_kl)), "without": float(np.mean(meteor_nokl))},
+        labels=("with prior", "without"),
         decimals=decimals,
     )
 
@@ -379,12 +382,13 @@ def meteor_claim(meteor_kl, meteor_nokl, decimals: int = METEOR_DECIMALS) -> Cla
 def gold_claim(gold_kl, gold_nokl, decimals: int = REWARD_DECIMALS) -> ClaimCheck:
     """Supporting (the toy's measure of hacking): with the KL prior the gold reward ends higher. Per seed:
     gold(β_KL) − gold(0) ≥ 0."""
-    return ClaimCheck(
+    return ClaimCheck.paired(
         claim="the KL prior keeps the gold reward higher than SuperHF without it",
         quantity="final gold reward, SuperHF(β_KL) − SuperHF(β_KL=0)",
-        values=[k - n for k, n in zip(gold_kl, gold_nokl)],
+        method=gold_kl,
+        baseline=gold_nokl,
         margin=0.0,
-        numbers={"with prior": float(np.mean(gold_kl)), "without": float(np.mean(gold_nokl))},
+        labels=("with prior", "without"),
         decimals=decimals,
     )
 
