@@ -1,15 +1,20 @@
 """labkit.flower: FedLD and RFFL as Flower strategies (message API), checked against labkit's simulator.
 
 Unit tests call the strategies with Flower's own types (Message, RecordDict, ArrayRecord, MetricRecord)
-on client updates that labkit produced; the slow test runs both strategies in Flower's simulation
-runtime (Ray) and compares them with labkit's simulator run on the same clients.
+on client updates that labkit produced. The slow tests run the app in tests/flower_app (FedLD, then RFFL)
+in Flower's simulation runtime (Ray) and on a local deployment (a SuperLink and SuperNodes on 127.0.0.1,
+then `flwr run`) and compare both with labkit's simulator run on the same clients. Those runtimes run in
+child processes, each in a session of its own, that the tests end, with all they started, also when a
+run fails or hangs (tests/flower_support.py); and tests check that nothing is left behind.
 """
 
 import functools
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
 
+import flower_support as fs
 import numpy as np
 import pytest
 import torch
@@ -230,104 +235,134 @@ def test_rffl_strategy_gives_a_silent_node_a_zero_upload():
     assert metrics["contribution"][3] == 0.0
 
 
-# ---------------------------------------------------------------- Flower's simulation runtime
+# ---------------------------------------------------------------- Flower's runtimes: simulation (Ray), local deployment
 
 
-LAM, GAMMA = 0.1, 0.2
-
-
-def labkit_fedld_reference(n_clients=4, rounds=2):
-    """labkit's simulator, full-batch local SGD (so the batch order, hence the generator, does not matter)."""
-    clients = fedld_clients(n_clients)
+def labkit_fedld_reference(task, rounds=2):
+    """labkit's simulator on the app's FedLD clients; full-batch local SGD (so the generator does not matter)."""
+    clients = [task.fedld_data(i) for i in range(task.NUM_NODES)]
     torch.manual_seed(0)
-    model = MLP(64, [16], 10)
+    model = task.fedld_model()
     init = model_state(model)
-    opt = LocalSGD(batch_size=10_000)
-    loss = functools.partial(fedld.margin_control_loss, lam=LAM)
+    loss = functools.partial(fedld.margin_control_loss, lam=task.LAM)
     for r in range(rounds):
-        rule = fedld.server_rule(fedld.Arm("fedld", "FedLD", lam=LAM, principal=True), r, 0.8)
-        federated_round(model, clients, loss, opt, rule, torch.Generator())
+        rule = fedld.server_rule(fedld.Arm("fedld", "FedLD", lam=task.LAM, principal=True), r, task.K_PROPORTION)
+        federated_round(model, clients, loss, task.FEDLD_OPT, rule, torch.Generator())
     return init, model_state(model)
 
 
-def labkit_rffl_reference(data_fn, model_fn, rounds=2):
+def labkit_rffl_reference(task, rounds=2):
     """labkit's RFFL rounds on the same participants, generators and Γ; reputations and accuracies."""
-    parts = [data_fn(i)[0] for i in range(4)]
-    x, y = data_fn(0)[1:]
+    parts = [task.rffl_data(i)[0] for i in range(task.NUM_NODES)]
+    x, y = task.rffl_data(0)[1:]
     torch.manual_seed(0)
-    worker = model_fn()
+    worker = task.rffl_model()
     init = model_state(worker)
     server = rffl.ReputationServer(torch.tensor([float(q.client.n) for q in parts]))
-    states, gens, reps = [dict(init) for _ in parts], rffl.participant_generators(0, 4), []
+    states, gens, reps = [dict(init) for _ in parts], rffl.participant_generators(0, len(parts)), []
+    train = task.RFFL_TRAIN
     for t in range(rounds):
-        step, _ = rffl.rffl_round(states, parts, server, worker, rffl.RoundConfig(t, 1, 0.1, 0.977, 32, GAMMA), gens)
+        cfg = rffl.RoundConfig(t, 1, train["lr"], train["lr_decay"], train["batch_size"], task.GAMMA)
+        step, _ = rffl.rffl_round(states, parts, server, worker, cfg, gens)
         reps.append(step.r.tolist())
     accs = [rffl.accuracy_of(worker, s, x, y) if server.active[i] else None for i, s in enumerate(states)]
     return init, reps, accs, step.u
 
 
-@pytest.mark.slow
-def test_flower_simulation_runs_both_strategies_like_labkit(monkeypatch):
-    monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silences a Ray FutureWarning
-    from flwr.app import Context
-    from flwr.clientapp import ClientApp
-    from flwr.serverapp import Grid, ServerApp
-    from flwr.simulation import run_simulation
-
-    fedld_data = functools.partial(lf.fedld_partition, seed=0, n_clients=4)
-    rffl_data = functools.partial(lf.rffl_partition, seed=0, attack="free_rider", n_honest=3, n_adversaries=1)
-    rffl_model = functools.partial(torch.nn.Linear, 64, 10)
-    apps = {
-        "fedld": lf.fedld_client_app(
-            fedld_data, functools.partial(MLP, 64, [16], 10), lam=LAM, opt=LocalSGD(batch_size=10_000)
-        ),
-        "rffl": lf.rffl_client_app(rffl_data, rffl_model, gamma=GAMMA, lr=0.1, lr_decay=0.977, batch_size=32),
-    }
-    both = ClientApp()  # one simulation (one Ray start) for both
-
-    @both.train()
-    def train(msg: Message, context: Context) -> Message:
-        return apps[msg.content["config"]["labkit-method"]](msg, context)
-
-    @both.evaluate()
-    def evaluate(msg: Message, context: Context) -> Message:
-        return apps[msg.content["config"]["labkit-method"]](msg, context)
-
-    fedld_init, fedld_final = labkit_fedld_reference()
-    rffl_init, reps, accs, last_u = labkit_rffl_reference(rffl_data, rffl_model)
-    out, server = {}, ServerApp()
-
-    @server.main()
-    def main(grid: Grid, context: Context) -> None:
-        fl = lf.FedLDStrategy(lam=LAM, fraction_evaluate=0.0, min_available_nodes=4, min_train_nodes=4)
-        out["fedld"] = fl.start(
-            grid=grid,
-            initial_arrays=ArrayRecord(fedld_init),
-            num_rounds=2,
-            train_config=ConfigRecord({"labkit-method": "fedld"}),
-        )
-        rf = lf.RFFLStrategy(min_available_nodes=4)
-        out["rffl"] = rf.start(
-            grid=grid,
-            initial_arrays=ArrayRecord(rffl_init),
-            num_rounds=2,
-            train_config=ConfigRecord({"labkit-method": "rffl"}),
-            evaluate_config=ConfigRecord({"labkit-method": "rffl"}),
-        )
-        out["rffl_strategy"] = rf
-
-    run_simulation(
-        server_app=server,
-        client_app=both,
-        num_supernodes=4,
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": 2}},
-    )
-    assert states_close(out["fedld"].arrays.to_torch_state_dict(), fedld_final, atol=1e-6)
+def assert_like_labkit(result: dict, rounds=2):
+    """What the app's ServerApp wrote equals labkit's simulator on the same clients (to 1e-6)."""
+    task = fs.load_task()
+    fedld_init, fedld_final = labkit_fedld_reference(task, rounds)
+    arrays = {k: torch.tensor(v) for k, v in result["fedld"]["arrays"].items()}
+    assert states_close(arrays, fedld_final, atol=1e-6)
     assert not states_close(fedld_final, fedld_init, atol=1e-3)
-    for rnd, expected in enumerate(reps, start=1):
-        assert out["rffl"].train_metrics_clientapp[rnd]["reputation"] == pytest.approx(expected, abs=1e-6)
-    assert states_close(out["rffl"].arrays.to_torch_state_dict(), last_u, atol=1e-6)
-    strategy = out["rffl_strategy"]
-    got = [strategy.accuracy.get(n) if a is not None else None for n, a in zip(strategy.nodes, accs)]
+    _, reps, accs, last_u = labkit_rffl_reference(task, rounds)
+    assert len(result["rffl"]["reputation"]) == rounds
+    for got, expected in zip(result["rffl"]["reputation"], reps):
+        assert got == pytest.approx(expected, abs=1e-6)
+    assert states_close({k: torch.tensor(v) for k, v in result["rffl"]["arrays"].items()}, last_u, atol=1e-6)
+    got = [a if e is not None else None for a, e in zip(result["rffl"]["accuracy"], accs)]
     assert got == pytest.approx(accs, abs=1e-6) and None not in accs[:3]
     assert np.isfinite(reps).all()
+
+
+def assert_nothing_left(procs, pgids=()):
+    """None of ``procs`` (seen while a run lasted) lives, nor any process in the groups ``pgids``."""
+    assert [p for p in procs if fs.is_alive(p.pid)] == []
+    # a killed orphan is a zombie until init reaps it, and a group with a zombie still exists: give it seconds
+    assert fs.wait_until(lambda: not any(fs.group_exists(g) for g in pgids), 5)
+    for pgid in pgids:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pgid, 0)
+
+
+def test_process_set_ends_detached_grandchildren(tmp_path):
+    """The plumbing itself: a grandchild in a session of its own (as the SuperLink starts its SuperExec) is
+    found by its tag and ended with the rest."""
+    code = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True); "
+        "time.sleep(600)"
+    )
+    with fs.ProcessSet(tmp_path) as ps:
+        child = ps.start("sleeper", [sys.executable, "-c", code])
+        assert fs.wait_until(lambda: len(ps.snapshot()) == 2, 30)
+    grandchild = next(p for p in ps.seen.values() if p.pid != child.pid)
+    assert grandchild.sid != child.pid  # outside the child's session: only the tag finds it
+    assert ps.leftover == [] and ps.cleanup_s < 5
+    assert_nothing_left(ps.seen.values(), [child.pid, grandchild.pid])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(480)
+def test_flower_simulation_runs_both_strategies_like_labkit(tmp_path):
+    run = fs.simulate_in_child(tmp_path)  # raises, with Ray's message, if Ray fails to start twice
+    for attempt in run.attempts:
+        assert attempt.leftover == []
+        assert_nothing_left(attempt.seen, [attempt.pgid])
+    assert_like_labkit(run.result)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_ray_that_fails_to_start_is_retried_once_then_reported_with_rays_message(tmp_path):
+    with pytest.raises(fs.SimulationError, match="Ray did not start, 2 times") as err:
+        fs.simulate_in_child(tmp_path, mode="ray-init-error")
+    assert "num_cpus" in str(err.value)  # Ray's own words, from ray.init's ValueError
+    attempts = err.value.attempts
+    assert [a.rc for a in attempts] == [fs.RAY_START_FAILED] * 2 and not any(a.ray_started for a in attempts)
+    for a in attempts:
+        assert a.leftover == []
+        assert_nothing_left(a.seen, [a.pgid])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "mode, error",
+    [
+        ("hang", "no result within 3 s; killed"),  # as a run that hangs: the hard timeout kills it
+        ("die", "exit status -9"),  # the driver is SIGKILLed mid-run, no ray.shutdown: Ray's processes orphaned
+    ],
+)
+def test_a_failed_simulation_leaves_no_process_behind(tmp_path, mode, error):
+    with pytest.raises(fs.SimulationError, match=error) as err:
+        fs.simulate_in_child(tmp_path, mode=mode, run_timeout=3)
+    attempt = err.value.attempts[-1]  # Ray did start in this one (an attempt before may have failed to)
+    assert attempt.ray_started
+    assert {"gcs_server", "raylet"} <= {p.name for p in attempt.seen}  # there was something to clean up
+    assert attempt.leftover == [] and attempt.cleanup_s < 10
+    for a in err.value.attempts:
+        assert_nothing_left(a.seen, [a.pgid])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(480)
+def test_local_flower_deployment_runs_both_strategies_like_labkit(tmp_path):
+    """A SuperLink and four SuperNodes on 127.0.0.1, then `flwr run tests/flower_app`: the path a user takes when
+    one machine is not enough. The ServerApp writes its final arrays and metrics to the run config's out-file."""
+    run = fs.run_on_local_deployment(tmp_path, num_nodes=fs.load_task().NUM_NODES)
+    assert run.leftover == []
+    assert_nothing_left(run.seen)
+    assert run.listening and {a.rsplit(":", 1)[0] for a in run.listening} <= fs.LOOPBACK
+    assert_like_labkit(run.result)
