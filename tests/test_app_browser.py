@@ -136,7 +136,8 @@ def test_gallery_to_training_in_the_browser(server, browser, tmp_path):
     page.get_by_text(f"{knob}={good}").wait_for()  # the recent-runs table shows the change
     # the page shows exactly the headline verdict the run recorded, first (not a substring match on "HOLD")
     recorded = RunStore(store).runs(slug).iloc[0]
-    first_line = claims.inner_text().strip().splitlines()[0]
+    shown = claims.get_by_text("(headline)").first.inner_text()  # the claims' <pre>, inside Panel's shadow root
+    first_line = shown.strip().splitlines()[0]
     assert first_line.startswith(f"[{recorded['verdict'].upper()}] (headline) "), first_line
     assert not page.get_by_text("is out of range").is_visible()
 
