@@ -133,10 +133,12 @@ def ipc_kernel_manager():
             self.transport = "ipc"
             self.ip = str(Path(self._socket_dir) / "kernel")
 
-        def cleanup_resources(self, restart: bool = False) -> None:
-            super().cleanup_resources(restart=restart)
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            await super()._async_cleanup_resources(restart=restart)
             if not restart:
                 shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+        cleanup_resources = _async_cleanup_resources  # what nbclient awaits after the last cell
 
     return IPCKernelManager
 
