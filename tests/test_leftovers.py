@@ -51,3 +51,19 @@ def test_the_cli_fails_when_it_had_to_stop_something():
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=5)
+
+
+def test_the_runners_own_multiprocessing_helper_is_not_a_leftover():
+    """A fresh process (as pytest is) starts multiprocessing's resource tracker; it lives as long as its parent,
+    so the guard run by that parent must not count it, while it still sees it."""
+    value = uuid.uuid4().hex
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[1] / 'tools')!r})\n"
+        "import multiprocessing.resource_tracker as rt, leftovers\n"
+        "rt.ensure_running()\n"
+        f"found = leftovers.marked_processes({value!r}, {VAR!r})\n"
+        f"print(len(found), all('resource_tracker' in c for c in found.values()), "
+        f"leftovers.stop_leftovers({value!r}, grace_s=0.2, var={VAR!r}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, VAR: value}, capture_output=True, text=True)
+    assert out.stdout.split() == ["1", "True", "{}"], out.stdout + out.stderr

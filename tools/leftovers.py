@@ -44,6 +44,25 @@ def marked_processes(value: str, var: str = MARKER) -> dict[int, str]:
     return found
 
 
+#: helpers of the standard library's multiprocessing that live exactly as long as the process that started them
+#: (they exit when their parent does): started by the test runner itself, they are not a test's leftovers
+OWN_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def own_helpers(found: dict[int, str]) -> set[int]:
+    """The pids in ``found`` that are this process's own multiprocessing helpers (see :data:`OWN_HELPERS`)."""
+    mine = set()
+    for pid, cmd in found.items():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(") ", 1)[1].split()[1])
+        if ppid == os.getpid() and any(h in cmd for h in OWN_HELPERS):
+            mine.add(pid)
+    return mine
+
+
 def stop_leftovers(value: str, grace_s: float = 3.0, var: str = MARKER, exclude: set[int] | None = None) -> dict:
     """Wait up to ``grace_s`` for marked processes to exit by themselves, then SIGKILL what is left.
     Returns ``{pid: command line}`` of the processes that had to be killed."""
@@ -51,7 +70,8 @@ def stop_leftovers(value: str, grace_s: float = 3.0, var: str = MARKER, exclude:
     deadline = time.monotonic() + grace_s
     left = {}
     while True:
-        left = {p: c for p, c in marked_processes(value, var).items() if p not in exclude}
+        found = marked_processes(value, var)
+        left = {p: c for p, c in found.items() if p not in exclude and p not in own_helpers(found)}
         if not left or time.monotonic() >= deadline:
             break
         time.sleep(0.2)
