@@ -7,7 +7,15 @@ from .params import PRESETS, Param, knob, overrides_from, param_table, params_of
 from .registry import METHODS, MethodInfo, available_methods, get_method
 from .result import Arm, History, Result
 from .runner import Outcome, RunContext, method_run
-from .training import DivergenceError, accuracy, check_finite, iterate_minibatches, progress
+from .training import (
+    WEIGHT_LIMIT,
+    DivergenceError,
+    accuracy,
+    check_finite,
+    check_weights,
+    iterate_minibatches,
+    progress,
+)
 
 __all__ = [
     "PRESETS",
@@ -38,6 +46,8 @@ __all__ = [
     "DivergenceError",
     "accuracy",
     "check_finite",
+    "check_weights",
+    "WEIGHT_LIMIT",
     "iterate_minibatches",
     "progress",
 ]

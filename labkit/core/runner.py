@@ -35,7 +35,7 @@ from .claims import ClaimCheck, order_claims
 from .device import pick_device, seed_everything, torch_threads
 from .params import check_seed, params_of, resolve_params
 from .result import History, Result
-from .training import check_finite, progress
+from .training import check_finite, check_weights, progress
 
 #: intra-op threads per preset unless a method says otherwise (None = torch's default)
 DEFAULT_THREADS = {"quick": 1, "standard": 1, "full": None}
@@ -71,6 +71,11 @@ class RunContext(Generic[K]):
     def check(self, loss, step: int, series: str = "") -> float:
         """``float(loss)``, or ``DivergenceError`` naming the step if it is NaN/inf."""
         return check_finite(loss, step, series)
+
+    def check_weights(self, modules, step: int, series: str = "") -> float:
+        """Largest |weight|, or ``DivergenceError`` if one is NaN/inf or beyond ``WEIGHT_LIMIT`` (1e6): a run
+        whose loss saturates while its weights run off (a finite mess) is stopped like a NaN loss."""
+        return check_weights(modules, step, series)
 
     def bar(self, total: int, desc: str):
         """A progress bar over ``total`` steps (``tqdm.auto``)."""

@@ -8,7 +8,14 @@ from collections.abc import Iterable
 
 
 class DivergenceError(RuntimeError):
-    """A loss became NaN or infinite; the message says which series and at which step."""
+    """A loss became NaN or infinite, or the weights grew past :data:`WEIGHT_LIMIT`; the message says which
+    series and at which step. The run stops there and nothing is recorded (see the README, "Divergence")."""
+
+
+#: |weight| beyond this is a diverged run even if every loss is still finite: float32 keeps ~7 digits, so at
+#: 1e6 a step of 0.05 (a typical learning rate) rounds away, and log-softmax/sigmoid losses saturate into a
+#: finite but meaningless number (DPO's loss at 1e12 logits is 0, not NaN). Sane runs here stay below ~1e3.
+WEIGHT_LIMIT = 1e6
 
 
 def progress(
@@ -36,6 +43,29 @@ def check_finite(value, step: int, series: str = "") -> float:
             f"the loss became {number} at step {step}{where}: the run diverged (try a smaller learning rate)"
         )
     return number
+
+
+def check_weights(modules, step: int, series: str = "", limit: float = WEIGHT_LIMIT) -> float:
+    """Largest |weight| over ``modules`` (an ``nn.Module``, a tensor, or an iterable of either); raise
+    ``DivergenceError`` naming the step when a weight is NaN/inf or larger than ``limit``. One device sync."""
+    import torch
+
+    if isinstance(modules, (torch.Tensor, torch.nn.Module)):
+        modules = [modules]
+    tensors = []
+    for m in modules:
+        tensors.extend([m] if isinstance(m, torch.Tensor) else [p for p in m.parameters()])
+    if not tensors:
+        return 0.0
+    with torch.no_grad():
+        largest = float(torch.stack([t.detach().abs().max() for t in tensors if t.numel()]).max())
+    if not math.isfinite(largest) or largest > limit:
+        where = f" in {series!r}" if series else ""
+        raise DivergenceError(
+            f"the weights became {largest:.3g} at step {step}{where} (limit {limit:g}): "
+            "the run diverged (try a smaller learning rate)"
+        )
+    return largest
 
 
 def iterate_minibatches(n: int, batch_size: int, generator, drop_last: bool = False):
