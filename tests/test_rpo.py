@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from labkit.core import DivergenceError, Result, Verdict, check_finite, torch_threads
+from labkit.core import Result, Verdict, torch_threads
 from labkit.data import preferences as prefs
 from labkit.methods import rpo
 
@@ -195,15 +195,6 @@ def test_log_schedule_is_dense_early():
     ]
     assert rpo.log_schedule(7, 100) == [0, 5, 7]
     assert rpo.log_schedule(40, 20) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 40]
-
-
-def test_divergence_names_the_arm():
-    class Ctx:
-        check = staticmethod(check_finite)
-
-    rpo.check_arms(Ctx, T([[1.0], [2.0]]), 3, ["DPO", "RPO η=1"])
-    with pytest.raises(DivergenceError, match=r"step 7 in 'RPO η=1'"):
-        rpo.check_arms(Ctx, T([[1.0], [float("nan")]]), 7, ["DPO", "RPO η=1"])
 
 
 def test_bad_params_are_refused():

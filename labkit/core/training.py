@@ -68,6 +68,27 @@ def check_weights(modules, step: int, series: str = "", limit: float = WEIGHT_LI
     return largest
 
 
+def check_arms(losses, step: int, names, weights=(), limit: float = WEIGHT_LIMIT) -> None:
+    """Arms trained as one batch: ``losses`` and every tensor in ``weights`` have the arm first, ``(A, ...)``, and
+    ``names`` has the A labels. With one device sync, raise ``DivergenceError`` naming the first arm whose loss is
+    NaN/inf or whose weights are NaN/inf or beyond ``limit`` (see :func:`check_weights`)."""
+    import torch
+
+    n = len(names)
+    with torch.no_grad():
+        loss = losses.detach().reshape(n, -1).sum(1)  # (A,)
+        largest = [w.detach().abs().reshape(n, -1).amax(1) for w in weights]  # (A,) each
+        worst = torch.stack(largest).amax(0) if largest else torch.zeros_like(loss)
+        rows = torch.stack([loss, worst.to(loss.dtype)]).tolist()
+    for name, arm_loss, arm_weight in zip(names, *rows):
+        check_finite(arm_loss, step, name)
+        if not math.isfinite(arm_weight) or arm_weight > limit:
+            raise DivergenceError(
+                f"the weights became {arm_weight:.3g} at step {step} in {name!r} (limit {limit:g}): "
+                "the run diverged (try a smaller learning rate)"
+            )
+
+
 def iterate_minibatches(n: int, batch_size: int, generator, drop_last: bool = False):
     """Shuffled index batches over ``range(n)`` (torch ``generator`` for reproducibility)."""
     import torch

@@ -118,8 +118,9 @@ def train_reward_model(
 ) -> list[float]:
     """Bradley–Terry training: ``steps`` Adam steps on mean −log σ(r(y_w) − r(y_l)) over shuffled mini-batches
     (``generator``: a CPU generator). ``chosen``/``rejected`` are tensors or tuples (prompts, responses).
-    Trains ``model`` in place; returns the loss of every step."""
-    from labkit.core.training import check_finite
+    Trains ``model`` in place; returns the loss of every step. A NaN/inf loss or a weight beyond ``WEIGHT_LIMIT``
+    raises ``DivergenceError`` naming the step."""
+    from labkit.core.training import check_finite, check_weights
 
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     model.train()
@@ -135,6 +136,7 @@ def train_reward_model(
         loss.backward()
         opt.step()
         losses.append(check_finite(loss, step, "reward model"))
+        check_weights(model, step, "reward model")
     model.eval()
     return losses
 

@@ -9,14 +9,13 @@ gets exactly its own gradient and AdamW update; a test checks one stacked step a
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from labkit.core import Arm, ClaimCheck, Outcome, RunContext, knob, method_run, params_of
+from labkit.core import Arm, ClaimCheck, Outcome, RunContext, check_arms, knob, method_run, params_of
 from labkit.data import language as lang
 from labkit.models.tiny_lm import TinyLM, prompt_features
 from labkit.substrates.preference import dpo_loss
@@ -313,14 +312,6 @@ def clip_per_model(params: dict, max_norm: float) -> None:
         g.mul_(scale.view(-1, *[1] * (g.dim() - 1)))
 
 
-def check_models(ctx, losses, step: int, names: list[str]) -> None:
-    """One sync per step; on NaN/inf name the (arm, seed) that diverged."""
-    if math.isfinite(float(losses.detach().sum())):
-        return
-    for name, loss in zip(names, losses):
-        ctx.check(loss, step, name)
-
-
 def greedy_rewards(stack: Stack, prompts) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy responses of every model to its ``prompts (M, N, P)`` and their mean reward per model ``(M,)``."""
     ys = stack.greedy(prompts, RESPONSE_LEN)
@@ -395,7 +386,7 @@ def run(ctx: RunContext[Knobs]) -> Outcome:
     for step in range(1, p.sft_steps + 1):
         idx = torch.stack([draw_rows(p.n_train, B, g) for g in gens]).to(dev)
         losses = -refs.token_logprobs(P_all[seed_rows, idx], Y_all[seed_rows, idx]).sum(-1).mean(-1)
-        check_models(ctx, losses, step, [f"SFT seed {s}" for s in seeds])
+        check_arms(losses, step, [f"SFT seed {s}" for s in seeds], weights=refs.params.values())
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         opt.step()
@@ -466,7 +457,7 @@ def run(ctx: RunContext[Knobs]) -> Outcome:
                 for a, arm in enumerate(arms)
             ]
         )  # (M,)
-        check_models(ctx, losses, step, names)
+        check_arms(losses, step, names, weights=policies.params.values())
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         clip_per_model(policies.params, p.grad_clip)

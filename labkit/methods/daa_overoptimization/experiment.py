@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from labkit.core import Arm, ClaimCheck, Outcome, RunContext, knob, method_run, params_of
+from labkit.core import Arm, ClaimCheck, Outcome, RunContext, check_arms, knob, method_run, params_of
 from labkit.data import preferences as prefs
 
 from .figures import make_figures
@@ -210,14 +210,6 @@ def checkpoints(n_steps: int, per_epoch: int, log_every: int) -> list[int]:
     return sorted(set(range(0, n_steps + 1, log_every)) | set(range(0, n_steps + 1, per_epoch)) | {n_steps})
 
 
-def check_arms(ctx, losses, step: int, names) -> None:
-    """One sync per step: if the summed loss ``(A, S)`` is NaN/inf, ``DivergenceError`` names the first bad run."""
-    if math.isfinite(float(losses.sum())):
-        return
-    for name, arm_loss in zip(names, losses):
-        ctx.check(arm_loss.sum(), step, name)
-
-
 def fit_per_seed(series, runs: Sequence[RunSpec], kind: str) -> list[LawFit]:
     """The law fitted, per seed, to one objective's checkpoints pooled over its β values (gain over π_ref)."""
     cols = [a for a, r in enumerate(runs) if r.kind == kind]
@@ -380,8 +372,8 @@ def run(ctx: RunContext[Knobs]) -> Outcome:
     epochs_at = [s / per_epoch for s in steps]
     bar = ctx.bar(per_epoch * p.epochs, f"{len(runs)} runs × {len(seeds)} seeds")
 
-    def on_step(step, losses):
-        check_arms(ctx, losses, step, names)
+    def on_step(step, losses, weights):
+        check_arms(losses, step, names, weights=weights)
         bar.update(1)
 
     def on_log(step, m):

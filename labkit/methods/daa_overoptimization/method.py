@@ -240,7 +240,7 @@ def train_daa(
             opt.step()
             step += 1
             if on_step is not None:
-                on_step(step, losses.detach())
+                on_step(step, losses.detach(), list(params.values()))
     logp = policy_logp(params, data["x"], data["ref_logp"]).detach()
     if step in wanted:
         logged.append(_measure(logp, data, step, on_log))

@@ -29,6 +29,7 @@ from labkit.core import (
     RunContext,
     accuracy,
     check_finite,
+    check_weights,
     iterate_minibatches,
     knob,
     method_run,
@@ -339,7 +340,8 @@ def train_classifier(
     """``steps`` Adam steps of cross-entropy on minibatches of (x, y); ``label_map`` turns labels into output
     indices. A list of models is trained side by side on the same batches with ONE Adam over the summed loss:
     the sum separates and Adam is element-wise, so each model gets exactly its own training, at a fraction of
-    the per-step overhead. A NaN/inf loss raises ``DivergenceError`` naming the model's series and the step.
+    the per-step overhead. A NaN/inf loss or a weight beyond ``WEIGHT_LIMIT`` raises ``DivergenceError`` naming
+    the model's series and the step.
     Returns the losses, shape (steps, n_models)."""
     models = [models] if isinstance(models, nn.Module) else list(models)
     names = [series] if isinstance(series, str) else list(series)
@@ -356,6 +358,8 @@ def train_classifier(
         if not torch.isfinite(losses[-1]).all():
             bad = int((~torch.isfinite(losses[-1])).nonzero()[0])
             check_finite(losses[-1][bad], step, names[bad])
+        for model, name in zip(models, names):
+            check_weights(model, step, name)
         if bar is not None:
             bar.update(len(models))
     return torch.stack(losses).cpu().numpy()

@@ -1,5 +1,12 @@
 """EnsLoss at teaching scale: the knobs, the tasks, the arms (fixed losses and EnsLoss), the claims and ``run``.
 
+On divergence an arm is MARKED, not the run stopped: a loss that becomes NaN/inf (or weights that run past
+``WEIGHT_LIMIT``) ends that arm at that epoch; its accuracies are NaN, ``diverged_runs_<arm>`` counts it, the
+figures show its curve ending there and every claim that needs it is inconclusive and says which seeds diverged.
+The paper is about which loss trains well, and a loss whose SGD blows up (the exponential loss at a large step
+size) is part of that answer. Only when every arm diverged on every seed is there nothing to compare: then the
+run stops with ``DivergenceError`` and nothing is recorded.
+
 Every arm trains the same network from the same initialisation on the same batches with the same schedule; only
 the loss differs. The training split keeps a validation part, used for one thing only: choosing the epoch at
 which to read an early-stopped test accuracy (never the test set).
@@ -8,6 +15,7 @@ which to read an early-stopped test accuracy (never the test set).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -16,7 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labkit.core import Arm, ClaimCheck, Outcome, RunContext, accuracy, knob, method_run, params_of
+from labkit.core import (
+    WEIGHT_LIMIT,
+    Arm,
+    ClaimCheck,
+    DivergenceError,
+    Outcome,
+    RunContext,
+    accuracy,
+    knob,
+    method_run,
+    params_of,
+)
 from labkit.data import tabular
 from labkit.models import MLP
 
@@ -286,6 +305,13 @@ class ArmRun:
         return self.diverged_epoch is not None
 
 
+def weights_ran_off(model: nn.Module) -> bool:
+    """A weight NaN/inf or beyond ``WEIGHT_LIMIT``: a finite mess, marked diverged like a non-finite loss."""
+    with torch.no_grad():
+        largest = max(float(w.abs().max()) for w in model.parameters())
+    return not math.isfinite(largest) or largest > WEIGHT_LIMIT
+
+
 def train_arm(
     ctx: RunContext,
     task: Task,
@@ -331,7 +357,7 @@ def train_arm(
         )
         if epoch == snap_epoch:
             snapshot = stats.first_draw
-        if stats.diverged:
+        if stats.diverged or weights_ran_off(model):
             if bar is not None:
                 bar.update(epochs - epoch + 1)
             nan = float("nan")
@@ -484,6 +510,12 @@ def run(ctx: RunContext[Knobs]) -> Outcome:
                 runs.append(result)
                 snapshot = snap if want else snapshot
     bar.close()
+    if all(r.diverged for r in runs):
+        first = min(runs, key=lambda r: (r.diverged_step, r.seed))
+        raise DivergenceError(
+            f"every arm diverged on every seed (first: {LABELS[first.arm]!r} on task {first.task!r}, seed "
+            f"{first.seed}, at step {first.diverged_step}): nothing to compare (try a smaller learning rate)"
+        )
     derivatives = (
         derivative_draws(*snapshot, boxcox_lambda=p.boxcox_lambda, clip=p.clip, seed=ctx.seed) if snapshot else None
     )

@@ -7,13 +7,12 @@ Every seed permutes each prompt's responses and draws its own pairs and labels; 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from labkit.core import Arm, ClaimCheck, Outcome, RunContext, knob, method_run, params_of
+from labkit.core import Arm, ClaimCheck, Outcome, RunContext, check_arms, knob, method_run, params_of
 from labkit.data import preferences as prefs
 
 from .figures import make_figures
@@ -245,14 +244,6 @@ def log_iteration(ctx, t, metrics, seeds, arms) -> None:
                 ctx.history.log(t, arm.label, metric, values[a, s], seed=seed)
 
 
-def check_losses(ctx, losses, step) -> None:
-    """One sync per step; on NaN/inf name the arm that diverged."""
-    if math.isfinite(float(losses.sum())):
-        return
-    for arm, arm_loss in zip(ARMS, losses):
-        ctx.check(arm_loss.sum(), step, arm.label)
-
-
 def final_metrics(outcomes: list[ArmOutcome], e_reg, kl_track, win_h2h) -> dict[str, float]:
     """Means over seeds of the last iterate's numbers."""
     out = {}
@@ -306,8 +297,8 @@ def run(ctx: RunContext[Knobs]) -> Outcome:
             break
         step_exact = omd_step(logp[0], ref_logp, P, p.eta, p.tau)  # from the LEARNED π_t
 
-        def on_step(step, losses, t=t):
-            check_losses(ctx, losses, t * p.n_steps + step)
+        def on_step(step, losses, theta, t=t):
+            check_arms(losses, t * p.n_steps + step, [arm.label for arm in ARMS], weights=[theta])
             bar.update(1)
 
         prev = logp[: len(ARMS)]

@@ -164,7 +164,7 @@ def fit_iteration(
     beta: float,
     n_steps: int,
     lr: float,
-    on_step: Callable[[int, Tensor], None] | None = None,
+    on_step: Callable[[int, Tensor, Tensor], None] | None = None,
 ):
     """Fit π_{t+1} for both arms: θ ← θ_t (``(2, S, M, K)`` logits), ``n_steps`` of Adam (fresh state) on the
     summed per-(arm, seed, prompt) mean losses; they separate, so each table gets its own update.
@@ -176,7 +176,7 @@ def fit_iteration(
     for step in range(n_steps):
         losses = iteration_losses(torch.log_softmax(theta, -1), prev_logp, ref_logp, pairs, eta=eta, tau=tau, beta=beta)
         if on_step is not None:
-            on_step(step, losses.detach())
+            on_step(step, losses.detach(), theta.detach())
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         opt.step()
@@ -195,7 +195,7 @@ def inpo_iteration(
     beta: float,
     n_steps: int,
     lr: float,
-    on_step: Callable[[int, Tensor], None] | None = None,
+    on_step: Callable[[int, Tensor, Tensor], None] | None = None,
 ):
     """One INPO iteration t → t+1 (and the baseline's): sample ``n_pairs`` pairs per prompt from the current
     π_t (on-policy), label them by the oracle P, drop y = y', then fit π_{t+1} by :func:`fit_iteration`.

@@ -380,6 +380,7 @@ def train_standalone(ctx: RunContext[Knobs], fed: Federation, init: State, worke
             delta, loss = local_delta(worker, states[i], parts[i].client, cfg, gens[i])
             ctx.check(loss, t + 1, "standalone")
             states[i] = add_states(states[i], delta)
+            ctx.check_weights(states[i].values(), t + 1, "standalone")
         accs = [accuracy_of(worker, states[i], fed.x_test, fed.y_test) for i in fed.honest]
         ctx.history.log(t + 1, "standalone (best)", "test_acc", max(accs), seed=seed)
         for i, a in zip(fed.honest, accs):
@@ -398,6 +399,7 @@ def train_rffl(
     for t in range(p.rounds):
         step, losses = rffl_round(states, parts, server, worker, round_config(p, t, gamma), gens)
         ctx.check(losses.mean(), t + 1, f"RFFL{tag}")
+        ctx.check_weights([w for s in states for w in s.values()], t + 1, f"RFFL{tag}")
         accs = [accuracy_of(worker, states[i], fed.x_test, fed.y_test) for i in fed.honest]
         log = ctx.history.log
         log(t + 1, f"RFFL (best honest){tag}", "test_acc", max(accs), seed=seed)
@@ -427,6 +429,7 @@ def train_fedavg(
     for t in range(p.rounds):
         state, losses = fedavg_round(state, fed.participants, worker, round_config(p, t, gamma), gens)
         ctx.check(losses.mean(), t + 1, f"FedAvg{tag}")
+        ctx.check_weights(state.values(), t + 1, f"FedAvg{tag}")
         acc = accuracy_of(worker, state, fed.x_test, fed.y_test)
         ctx.history.log(t + 1, f"FedAvg{tag}", "test_acc", acc, seed=seed)
         bar.update(1)

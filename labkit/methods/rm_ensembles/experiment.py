@@ -390,8 +390,9 @@ def run(ctx: RunContext[Knobs]) -> Outcome:
                     for beta in PPO_BETAS:
                         name = f"PPO {label} β_KL={beta:g}"
 
-                        def on_log(step, gold, proxy, kl, name=name, seed=seed):
+                        def on_log(step, gold, proxy, kl, weights, name=name, seed=seed):
                             ctx.check(gold + proxy + kl, step, name)
+                            ctx.check_weights(weights, step, name)
                             for metric, value in (("ppo_gold", gold), ("ppo_proxy", proxy), ("ppo_kl", kl)):
                                 ctx.history.log(step, name, metric, value, seed=seed)
 

@@ -161,7 +161,7 @@ def train_gaussian_ppo(
 
     Each iteration samples ``batch`` responses, takes A = R(y) − mean R (the batch mean as baseline, reward units so
     β_KL keeps its meaning), then ``epochs`` Adam steps on :func:`gaussian_ppo_loss`. ``on_log(step, gold, proxy,
-    kl)`` every ``log_every`` iterations and at the end; returns the last (gold, proxy, kl). Sampling uses
+    kl, (μ, log σ))`` every ``log_every`` iterations and at the end; returns the last (gold, proxy, kl). Sampling uses
     ``Generator(seed)``."""
     gen = torch.Generator().manual_seed(int(seed))
     mu = torch.zeros(len(w), requires_grad=True)
@@ -179,7 +179,7 @@ def train_gaussian_ppo(
                 float(gaussian_kl(mu, log_sigma)),
             )
         if on_log is not None and (step % log_every == 0 or step == steps):
-            on_log(step, *stats)
+            on_log(step, *stats, (mu.detach(), log_sigma.detach()))
         if step == steps:
             break
         # A_b = R(y_b) − mean_b R(y_b)

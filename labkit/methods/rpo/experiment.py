@@ -6,13 +6,12 @@ the paper's losses and the training loop are in :mod:`.method`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from labkit.core import Arm, ClaimCheck, Outcome, RunContext, knob, method_run, params_of
+from labkit.core import Arm, ClaimCheck, Outcome, RunContext, check_arms, knob, method_run, params_of
 from labkit.data import preferences as prefs
 
 from .figures import make_figures
@@ -179,14 +178,6 @@ def log_schedule(n_steps: int, log_every: int) -> list[int]:
     return sorted(steps | {n_steps})
 
 
-def check_arms(ctx: RunContext, losses, step: int, names) -> None:
-    """One sync per step: if the summed loss is NaN/inf, name the first arm that diverged."""
-    if math.isfinite(float(losses.sum())):
-        return
-    for name, arm_loss in zip(names, losses):
-        ctx.check(arm_loss.sum(), step, name)
-
-
 def log_step(ctx: RunContext, step: int, metrics, arms, seeds) -> None:
     """History rows of one logged step for ``arms`` (the first ``len(arms)`` rows of ``metrics``)."""
     for a, arm in enumerate(arms):
@@ -272,8 +263,8 @@ def run(ctx: RunContext[Knobs]) -> Outcome:
     all_names = [a.label for a in arms] + [f"sweep β={b:g} η={e:g}" for b, e in zip(betas[n_arms:], etas[n_arms:])]
     bar = ctx.bar(p.n_steps, f"DPO + RPO, {len(betas)} arms × {len(seeds)} seeds")
 
-    def on_step(step, losses):
-        check_arms(ctx, losses, step, all_names)
+    def on_step(step, losses, theta):
+        check_arms(losses, step, all_names, weights=[theta])
         bar.update(1)
 
     series, final_logp = train_arms(

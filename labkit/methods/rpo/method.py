@@ -113,7 +113,7 @@ def train_arms(
     lr: float,
     log_steps,
     support: Tensor,
-    on_step: Callable[[int, Tensor], None] | None = None,
+    on_step: Callable[[int, Tensor, Tensor], None] | None = None,
     on_log: Callable[[int, dict], None] | None = None,
 ):
     """Train one tilted policy π_θ(a) ∝ π_ref(a)·exp(θ·φ(a)) per (arm, seed) by full-batch Adam on L_RPO,
@@ -121,8 +121,8 @@ def train_arms(
 
     The loss summed over arms and seeds separates, so each (arm, seed) gets exactly the gradient and Adam
     update of its own run. Returns the metrics at ``log_steps`` as ``(T, A, S)`` float64 numpy arrays and the
-    final log-probs ``(A, S, K)``. ``on_step(step, losses (A, S))`` sees each update, ``on_log(step, metrics)``
-    each logged step."""
+    final log-probs ``(A, S, K)``. ``on_step(step, losses (A, S), θ (A, S, d))`` sees each update,
+    ``on_log(step, metrics)`` each logged step."""
     theta = torch.zeros(len(betas), *bandit.w_star.shape, device=bandit.features.device, requires_grad=True)
     opt = torch.optim.Adam([theta], lr=lr)
     # log π_ref(y_w), log π_ref(y_l) are fixed: computed once                                   (S, N) each
@@ -143,6 +143,6 @@ def train_arms(
         losses.sum().backward()
         opt.step()
         if on_step is not None:
-            on_step(step + 1, losses.detach())
+            on_step(step + 1, losses.detach(), theta.detach())
     series = {k: np.stack([m[k] for m in logged]).astype(np.float64) for k in METRICS}
     return series, logp.detach()

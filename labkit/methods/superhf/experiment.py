@@ -259,7 +259,16 @@ def make_init(task, seed: int, device, *, sft_steps: int, sft_lr: float):
     torch.manual_seed(seed)
     model = lm.TinyGRULM(task.vocab_size).to(device)
     x, y = lang.topic_sft_data(task, SFT_EXAMPLES, LENGTH, gen)
-    lm.train_nll(model, x.to(device), y.to(device), sft_steps, lr=sft_lr, batch_size=SFT_BATCH, generator=gen)
+    lm.train_nll(
+        model,
+        x.to(device),
+        y.to(device),
+        sft_steps,
+        lr=sft_lr,
+        batch_size=SFT_BATCH,
+        generator=gen,
+        series=f"SFT π_0 seed {seed}",
+    )
     return model
 
 
@@ -312,6 +321,7 @@ def train_arm(ctx: RunContext, task, init, plan: Plan, seed: int, bar, eval_x, a
             )
             baseline = out["baseline"]
         ctx.check(out["loss"], it, plan.arm.label)
+        ctx.check_weights(policy, it, plan.arm.label)
         bar.update(1)
 
 
