@@ -27,7 +27,12 @@ from torch import nn
 
 
 class CausalSelfAttention(nn.Module):
-    """softmax(QKᵀ/√d_h + causal mask)·V over ``n_heads`` heads, then an output projection."""
+    """softmax(QKᵀ/√d_h + causal mask)·V over ``n_heads`` heads, then an output projection.
+
+    Optional prefix tuning (off by default; :func:`labkit.models.adapters.add_prefix` turns it on): ``prefix`` is
+    a module whose call returns learned keys and values ``(n_v, d_model)`` that are put in front of the sequence's
+    own keys and values, so every position attends to them: K = [P_k; K], V = [P_v; V]. They take no position.
+    """
 
     def __init__(self, d_model: int, n_heads: int):
         super().__init__()
@@ -36,14 +41,32 @@ class CausalSelfAttention(nn.Module):
         self.n_heads = n_heads
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
+        self.prefix: nn.Module | None = None
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         B, T, D = h.shape
         q, k, v = self.qkv(h).view(B, T, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(D // self.n_heads)  # (B, heads, T, T)
         future = torch.ones(T, T, dtype=torch.bool, device=h.device).triu(1)
+        if self.prefix is not None:
+            k, v, future = self._with_prefix(k, v, future)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(D // self.n_heads)  # (B, heads, T, [n_v +] T)
         att = scores.masked_fill(future, float("-inf")).softmax(-1)
         return self.out((att @ v).transpose(1, 2).reshape(B, T, D))
+
+    def _with_prefix(
+        self, k: torch.Tensor, v: torch.Tensor, future: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """K = [P_k; K], V = [P_v; V] ``(B, heads, n_v + T, d_h)``; the mask ``(T, n_v + T)`` never hides the prefix."""
+        p_k, p_v = self.prefix()  # (n_v, d_model) each
+        B, H, T, d_h = k.shape
+        n_v = p_k.shape[0]
+
+        def per_head(p: torch.Tensor) -> torch.Tensor:  # (n_v, H·d_h) → (B, H, n_v, d_h)
+            return p.view(n_v, H, d_h).transpose(0, 1).expand(B, H, n_v, d_h)
+
+        k = torch.cat([per_head(p_k), k], dim=2)
+        v = torch.cat([per_head(p_v), v], dim=2)
+        return k, v, torch.cat([future.new_zeros(T, n_v), future], dim=1)
 
 
 class Block(nn.Module):
@@ -309,10 +332,12 @@ def train_nll(
     mask: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
     weight_decay: float = 0.0,
+    series: str = "nll",
 ) -> list[float]:
     """Supervised fine-tuning: ``steps`` AdamW steps on :func:`nll_loss` over random mini-batches (drawn with
-    replacement-free shuffles from ``generator``, a CPU generator). Trains ``model`` in place; returns the losses."""
-    from labkit.core.training import check_finite
+    replacement-free shuffles from ``generator``, a CPU generator). Trains ``model`` in place; returns the losses.
+    A NaN/inf loss or a weight beyond ``WEIGHT_LIMIT`` raises ``DivergenceError`` naming ``series`` and the step."""
+    from labkit.core.training import check_finite, check_weights
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     model.train()
@@ -333,5 +358,6 @@ def train_nll(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(check_finite(loss, step, "nll"))
+        losses.append(check_finite(loss, step, series))
+        check_weights(model, step, series)
     return losses
