@@ -3,6 +3,7 @@
 - :mod:`.preference`: DPO / IPO / SLiC / Bradley–Terry losses (the DPO family's common ground).
 - :mod:`.rlhf`: best-of-n, KL estimators' helpers, a minimal sequence-level PPO.
 - :mod:`.federated`: the federated simulator (clients, local SGD, aggregation, adversaries).
+- :mod:`.pretrained_lm`: the tiny pretrained LM (shipped / cached / pretrained once) and bring-your-own HF model.
 
 Imported lazily by the methods (nothing here is imported by ``import labkit``).
 """
