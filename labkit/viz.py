@@ -52,6 +52,7 @@ def curves(
                     x=list(stats["step"]) + list(stats["step"][::-1]),
                     y=list(stats["mean"] + std) + list((stats["mean"] - std)[::-1]),
                     fill="toself",
+                    mode="lines",  # plotly draws markers on a short trace otherwise
                     fillcolor=_rgba(colours[name], 0.15),
                     line={"width": 0},
                     hoverinfo="skip",
