@@ -3,6 +3,8 @@
 - :mod:`.preference`: DPO / IPO / SLiC / Bradley–Terry losses (the DPO family's common ground).
 - :mod:`.rlhf`: best-of-n, KL estimators' helpers, a minimal sequence-level PPO.
 - :mod:`.federated`: the federated simulator (clients, local SGD, aggregation, adversaries).
+- :mod:`.rl`: the offline data record, gymnasium envs, behaviour data as Minari data sets, BC/IQL agents, evaluation.
+- :mod:`.gridworld`: the slippery gridworld as a known tabular MDP, with exact value/occupancy tools and rollouts.
 - :mod:`.pretrained_lm`: the tiny pretrained LM (shipped / cached / pretrained once) and bring-your-own HF model.
 
 Imported lazily by the methods (nothing here is imported by ``import labkit``).
