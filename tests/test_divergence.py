@@ -36,6 +36,8 @@ CASES = [
     ("superhf", {"lr": HUGE, "sft_steps": 20}, "SuperHF β_KL=0"),
     ("ear", {"lr": HUGE}, "encoder"),
     ("bang", {"lr": HUGE}, "pre-train θ_0"),
+    ("tempnet", {"tempnet_lr": HUGE}, "TempNet seed 0"),
+    ("tempnet", {"lm_lr": HUGE}, "LM + CE (τ = 1) seed 0"),
 ]
 
 
