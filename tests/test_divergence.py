@@ -38,6 +38,7 @@ CASES = [
     ("bang", {"lr": HUGE}, "pre-train θ_0"),
     ("tempnet", {"tempnet_lr": HUGE}, "TempNet seed 0"),
     ("tempnet", {"lm_lr": HUGE}, "LM + CE (τ = 1) seed 0"),
+    ("llm_adapters", {"lr_adapter": HUGE, "n_seeds": 1}, "Series after MLP (r=16)"),
 ]
 
 
