@@ -14,6 +14,7 @@ from .training import (
     check_arms,
     check_finite,
     check_weights,
+    endless_minibatches,
     iterate_minibatches,
     progress,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "check_finite",
     "check_weights",
     "WEIGHT_LIMIT",
+    "endless_minibatches",
     "iterate_minibatches",
     "progress",
 ]

@@ -99,6 +99,17 @@ def iterate_minibatches(n: int, batch_size: int, generator, drop_last: bool = Fa
         yield order[start : start + batch_size]
 
 
+def endless_minibatches(n: int, batch_size: int, generator):
+    """Index batches forever: a fresh shuffle of ``range(n)`` each epoch (``generator``), the last short batch
+    dropped; for step-budgeted loops (``next(batches)`` once per step)."""
+    import torch
+
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]
+
+
 def accuracy(model, x, y, batch_size: int = 4096) -> float:
     """Share of rows of ``x`` whose arg-max prediction equals ``y`` (eval mode, no grad, in batches).
 

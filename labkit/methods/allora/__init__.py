@@ -35,7 +35,7 @@ from .experiment import (
     tuned_claim,
 )
 from .figures import make_figures
-from .method import GROUPINGS, allora_multiplier, allora_step, finetune, inject_allora, lora_factors, minibatches
+from .method import GROUPINGS, allora_multiplier, allora_step, finetune, inject_allora, lora_factors
 
 __all__ = [
     "DORA_RATIO",
@@ -66,7 +66,6 @@ __all__ = [
     "make_arms",
     "make_figures",
     "make_problem",
-    "minibatches",
     "probe_lrs",
     "run",
     "select_by_validation",

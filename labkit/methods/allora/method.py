@@ -24,12 +24,13 @@ optimiser's *step*, not the raw gradient: Adam divides any slowly varying per-co
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from labkit.core.training import endless_minibatches
 from labkit.models.adapters import LoRALinear, inject_lora
 
 GROUPINGS = ("row", "matrix")
@@ -84,14 +85,6 @@ def allora_step(optimizer: torch.optim.Optimizer, factors: Sequence[Tensor], eta
 # --- the short fine-tuning loop ------------------------------------------------------------------------------
 
 
-def minibatches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
-    """Index batches forever: a fresh shuffle of ``range(n)`` each epoch, the last short batch dropped."""
-    while True:
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n - batch_size + 1, batch_size):
-            yield order[start : start + batch_size]
-
-
 def finetune(
     model: nn.Module,
     layers: Sequence[LoRALinear],
@@ -118,7 +111,7 @@ def finetune(
     trainable = [p for p in model.parameters() if p.requires_grad]
     factors = lora_factors(layers)
     optimizer = torch.optim.Adam(trainable, lr=lr)
-    batches = minibatches(len(x), batch_size, generator)
+    batches = endless_minibatches(len(x), batch_size, generator)
     wanted = set(log_steps)
     for step in range(n_steps + 1):
         if step in wanted and on_log is not None:

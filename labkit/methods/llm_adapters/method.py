@@ -28,13 +28,13 @@ flag shows the other choice. The optimiser is the official one: AdamW, a linear 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from labkit.core.training import check_finite, check_weights
+from labkit.core.training import check_finite, check_weights, endless_minibatches
 from labkit.data.arithmetic import Task
 from labkit.models.adapters import add_prefix, inject_adapters
 from labkit.models.tiny_lm import CausalSelfAttention
@@ -218,14 +218,6 @@ def lr_factor(step: int, n_steps: int, n_warmup: int) -> float:
     return max(0.0, (n_steps - step) / max(1, n_steps - n_warmup))
 
 
-def minibatches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
-    """Index batches forever: a fresh shuffle of ``range(n)`` each epoch (one pass = one epoch), last batch dropped."""
-    while True:
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n - batch_size + 1, batch_size):
-            yield order[start : start + batch_size]
-
-
 def finetune(
     model: nn.Module,
     train: Task,
@@ -254,7 +246,7 @@ def finetune(
         raise ValueError(f"batch_size={batch_size} is larger than the {len(train)} training examples")
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     n_warmup = round(warmup_frac * n_steps)
-    batches, wanted, losses = minibatches(len(train), batch_size, generator), set(eval_steps), []
+    batches, wanted, losses = endless_minibatches(len(train), batch_size, generator), set(eval_steps), []
     for step in range(n_steps + 1):
         if step in wanted and on_eval is not None:
             on_eval(step)
