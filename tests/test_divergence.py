@@ -40,6 +40,7 @@ CASES = [
     ("tempnet", {"lm_lr": HUGE}, "LM + CE (τ = 1) seed 0"),
     ("llm_adapters", {"lr_adapter": HUGE, "n_seeds": 1}, "Series after MLP (r=16)"),
     ("ailboost", {"disc_lr": HUGE, "n_rounds": 2}, "AILBoost seed 0 discriminator"),
+    ("lol_decoding", {"lr": HUGE}, "original seed 0"),
 ]
 
 
