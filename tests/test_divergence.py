@@ -41,6 +41,7 @@ CASES = [
     ("llm_adapters", {"lr_adapter": HUGE, "n_seeds": 1}, "Series after MLP (r=16)"),
     ("ailboost", {"disc_lr": HUGE, "n_rounds": 2}, "AILBoost seed 0 discriminator"),
     ("lol_decoding", {"lr": HUGE}, "original seed 0"),
+    ("netllm", {"lr": HUGE}, "NetLLM (pre-trained LM + LoRA) (seed 0)"),
 ]
 
 
