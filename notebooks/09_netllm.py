@@ -30,7 +30,7 @@ window = None               # context window w (steps of 8 tokens)
 lora_r = None               # LoRA rank on the LM's fused q/k/v projections
 train_steps = None          # DD-LRNA mini-batches
 lr = None                   # AdamW learning rate
-target_return_scale = None  # inference target return = scale × the pool's largest return-to-go
+target_return_scale = None  # inference target return: scale × the largest return-to-go in the pool
 no_pretrain = None          # also train the random-init-LM ablation
 token_answer = None         # also train the ablation whose LM writes the bitrate as text
 
