@@ -42,6 +42,7 @@ CASES = [
     ("ailboost", {"disc_lr": HUGE, "n_rounds": 2}, "AILBoost seed 0 discriminator"),
     ("lol_decoding", {"lr": HUGE}, "original seed 0"),
     ("netllm", {"lr": HUGE}, "NetLLM (pre-trained LM + LoRA) (seed 0)"),
+    ("lamo", {"lr": HUGE, "lm_lr": HUGE, "n_seeds": 1, "eval_episodes": 2}, "LaMo seed 0 action loss"),
 ]
 
 
