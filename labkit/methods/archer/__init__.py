@@ -1,0 +1,75 @@
+"""13 · ArCHer (arXiv 2402.19446): an utterance-level off-policy critic drives a token-level policy gradient.
+
+``method`` holds the paper (the critic, the losses, the loop), ``experiment`` the knobs, the dialogue game's
+baselines, the claims and ``run``, ``figures`` the plots; the game itself is :mod:`labkit.substrates.dialogue`.
+"""
+
+from .experiment import (
+    ARMS,
+    AUC_MARGIN,
+    FINAL_RETURN_TARGET,
+    MAIN_METRIC,
+    PARAMS,
+    ArmResult,
+    Curve,
+    Example,
+    Knobs,
+    archer_config,
+    divergence_monitor,
+    filtered_bc_claim,
+    final_return_claim,
+    reinforce_loss,
+    run,
+    sample_efficiency_claim,
+    train_filtered_bc,
+    train_reinforce,
+    warm_start,
+)
+from .figures import make_figures
+from .method import (
+    ArcherConfig,
+    ReplayBuffer,
+    UtteranceCritic,
+    actor_loss,
+    actor_step,
+    advantage,
+    critic_step,
+    q_loss,
+    soft_update,
+    train_archer,
+    v_loss,
+)
+
+__all__ = [
+    "ARMS",
+    "AUC_MARGIN",
+    "FINAL_RETURN_TARGET",
+    "MAIN_METRIC",
+    "PARAMS",
+    "ArcherConfig",
+    "ArmResult",
+    "Curve",
+    "Example",
+    "Knobs",
+    "ReplayBuffer",
+    "UtteranceCritic",
+    "actor_loss",
+    "actor_step",
+    "advantage",
+    "archer_config",
+    "critic_step",
+    "divergence_monitor",
+    "filtered_bc_claim",
+    "final_return_claim",
+    "make_figures",
+    "q_loss",
+    "reinforce_loss",
+    "run",
+    "sample_efficiency_claim",
+    "soft_update",
+    "train_archer",
+    "train_filtered_bc",
+    "train_reinforce",
+    "v_loss",
+    "warm_start",
+]
