@@ -47,6 +47,7 @@ CASES = [
     ("dual_rl", {"dvl_lr": HUGE, "recoil_steps": 10}, "IQL τ=0.8 seed 0"),
     ("vagram", {"lr": HUGE, "n_seeds": 1}, "MSE (MLE) D=0 seed 0"),
     ("archer", {"critic_lr": HUGE, "actor_lr": HUGE, "n_seeds": 1}, "ArCHer q loss"),
+    ("regret_loss", {"lr": HUGE, "n_seeds": 1, "n_steps": 3}, "transformer · regret-loss, seed 0"),
 ]
 
 
