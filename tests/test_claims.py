@@ -85,3 +85,13 @@ def test_paired_claim_is_method_minus_baseline_per_seed():
     )
     with pytest.raises(ValueError, match="2 method values but 3"):
         ClaimCheck.paired("x", "q", [1, 2], [1, 2, 3], labels=("m", "b"))
+
+
+def test_nonfinite_note_names_a_diverged_value_in_any_of_the_arrays():
+    import numpy as np
+
+    from labkit.core import nonfinite_note
+
+    assert nonfinite_note([0.1, 0.2], np.array([[1.0, 2.0]])) == ""
+    assert "not finite" in nonfinite_note([0.1, 0.2], np.array([[1.0, float("nan")]]))
+    assert "not finite" in nonfinite_note(float("inf"))

@@ -1,7 +1,7 @@
 """Framework only: params and presets, device and seeding, training helpers, results and claims, registry,
 store. The toy worlds methods share live in :mod:`labkit.substrates`."""
 
-from .claims import ClaimCheck, Interval, Verdict, decide, fmt
+from .claims import ClaimCheck, Interval, Verdict, decide, fmt, nonfinite_note
 from .device import pick_device, seed_everything, torch_threads
 from .params import PRESETS, Param, knob, overrides_from, param_table, params_of, resolve_params
 from .registry import METHODS, MethodInfo, available_methods, get_method
@@ -39,6 +39,7 @@ __all__ = [
     "Verdict",
     "decide",
     "fmt",
+    "nonfinite_note",
     "Arm",
     "History",
     "Result",

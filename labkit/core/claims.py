@@ -39,6 +39,23 @@ class Verdict(str, Enum):
         return self.value.upper()
 
 
+def nonfinite_note(*values) -> str:
+    """The detail line for a claim whose per-seed values (any number of arrays) include NaN/inf: an arm diverged,
+    and :func:`decide` makes the verdict inconclusive. Empty when every value is finite."""
+    finite = all(math.isfinite(float(v)) for vals in values for v in _flat(vals))
+    return "" if finite else "a value is not finite (an arm diverged): the verdict is inconclusive"
+
+
+def _flat(values) -> Iterable:
+    if hasattr(values, "tolist"):
+        values = values.tolist()
+    if isinstance(values, (list, tuple)):
+        for v in values:
+            yield from _flat(v)
+    else:
+        yield values
+
+
 def fmt(value: float, decimals: int = 3, sign: bool = False) -> str:
     """A number at a fixed number of decimals (``-0.000`` printed as ``0.000``); ``nan``/``inf`` as words.
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from labkit.core import Arm, ClaimCheck, Outcome, RunContext, knob, method_run, params_of
+from labkit.core import Arm, ClaimCheck, Outcome, RunContext, knob, method_run, nonfinite_note, params_of
 from labkit.models.adapters import count_parameters
 from labkit.substrates import gridworld as gw
 from labkit.substrates import pretrained_lm as plm
@@ -109,7 +109,7 @@ def beats_dt_claim(lamo, dt) -> ClaimCheck:
         dt,
         labels=("LaMo", "DT"),
         headline=True,
-        detail=_diverged(lamo, dt),
+        detail=nonfinite_note(lamo, dt),
         decimals=RETURN_DECIMALS,
     )
 
@@ -123,7 +123,7 @@ def non_inferiority_claim(lamo, dt) -> ClaimCheck:
         dt,
         labels=("LaMo", "DT"),
         margin=NON_INFERIORITY,
-        detail=_diverged(lamo, dt),
+        detail=nonfinite_note(lamo, dt),
         decimals=RETURN_DECIMALS,
     )
 
@@ -137,7 +137,7 @@ def retention_claim(rise_lamo, lam: float) -> ClaimCheck:
         values=rise,
         margin=RETENTION_NATS,
         higher_is_better=False,
-        detail=_diverged(rise),
+        detail=nonfinite_note(rise),
         decimals=LOSS_DECIMALS,
     )
 
@@ -151,7 +151,7 @@ def forgetting_claim(rise_no_lm, rise_lamo) -> ClaimCheck:
         values=rise0 - 2 * rise,
         margin=0.0,
         numbers={"rise λ=0": float(rise0.mean()), "rise LaMo": float(rise.mean())},
-        detail=_diverged(rise0, rise),
+        detail=nonfinite_note(rise0, rise),
         decimals=LOSS_DECIMALS,
     )
 
@@ -164,14 +164,9 @@ def pretraining_claim(lamo, random_init) -> ClaimCheck:
         lamo,
         random_init,
         labels=("LaMo", "random-init"),
-        detail=_diverged(lamo, random_init),
+        detail=nonfinite_note(lamo, random_init),
         decimals=RETURN_DECIMALS,
     )
-
-
-def _diverged(*values) -> str:
-    ok = all(np.isfinite(np.asarray(v, float)).all() for v in values)
-    return "" if ok else "a value is not finite (an arm diverged): the verdict is inconclusive"
 
 
 # --- the toy -------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from labkit.core import Arm, ClaimCheck, Outcome, RunContext, knob, method_run, params_of
+from labkit.core import Arm, ClaimCheck, Outcome, RunContext, knob, method_run, nonfinite_note, params_of
 from labkit.models.adapters import count_parameters
 from labkit.substrates import abr
 
@@ -173,11 +173,6 @@ class EpisodeView:
 # --- the claims (pure functions of per-seed numbers) ---------------------------------------------------------
 
 
-def _detail(*arrays) -> str:
-    finite = all(np.isfinite(np.asarray(a, float)).all() for a in arrays)
-    return "" if finite else "a QoE is not finite: the verdict is inconclusive"
-
-
 def beats_rules_claim(netllm, best_rule, split: str = "test", headline: bool = True) -> ClaimCheck:
     """Headline (paper: +14.5–36.6% QoE over the best ABR algorithms): NetLLM's QoE above the strongest classic
     rule (picked per seed on validation traces), margin 0, on test traces of the training distribution."""
@@ -189,7 +184,7 @@ def beats_rules_claim(netllm, best_rule, split: str = "test", headline: bool = T
         labels=("NetLLM", "best rule"),
         margin=0.0,
         headline=headline,
-        detail=_detail(netllm, best_rule),
+        detail=nonfinite_note(netllm, best_rule),
         decimals=QOE_DECIMALS,
     )
 
@@ -203,7 +198,7 @@ def generalises_claim(netllm, best_rule) -> ClaimCheck:
         best_rule,
         labels=("NetLLM", "best rule"),
         margin=0.0,
-        detail=_detail(netllm, best_rule),
+        detail=nonfinite_note(netllm, best_rule),
         decimals=QOE_DECIMALS,
     )
 
@@ -217,7 +212,7 @@ def pool_claim(netllm, pool_mean) -> ClaimCheck:
         pool_mean,
         labels=("NetLLM", "pool mean"),
         margin=0.0,
-        detail=_detail(netllm, pool_mean),
+        detail=nonfinite_note(netllm, pool_mean),
         decimals=QOE_DECIMALS,
     )
 
@@ -231,7 +226,7 @@ def rate_claim(netllm, rate) -> ClaimCheck:
         rate,
         labels=("NetLLM", "rate-based"),
         margin=RATE_MARGIN,
-        detail=_detail(netllm, rate),
+        detail=nonfinite_note(netllm, rate),
         decimals=QOE_DECIMALS,
     )
 
@@ -245,7 +240,7 @@ def pretraining_claim(netllm, no_pretrain) -> ClaimCheck:
         no_pretrain,
         labels=("pre-trained", "random init"),
         margin=0.0,
-        detail=_detail(netllm, no_pretrain),
+        detail=nonfinite_note(netllm, no_pretrain),
         decimals=QOE_DECIMALS,
     )
 
@@ -260,7 +255,7 @@ def scratch_claim(netllm, scratch) -> ClaimCheck:
         scratch,
         labels=("NetLLM", "MLP"),
         margin=0.0,
-        detail=_detail(netllm, scratch),
+        detail=nonfinite_note(netllm, scratch),
         decimals=QOE_DECIMALS,
     )
 

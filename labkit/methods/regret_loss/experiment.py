@@ -17,7 +17,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from labkit.core import Arm, ClaimCheck, Outcome, RunContext, check_finite, check_weights, knob, method_run, params_of
+from labkit.core import (
+    Arm,
+    ClaimCheck,
+    Outcome,
+    RunContext,
+    check_finite,
+    check_weights,
+    knob,
+    method_run,
+    nonfinite_note,
+    params_of,
+)
 from labkit.data import online_learning as ol
 
 from .figures import make_figures
@@ -112,11 +123,6 @@ class SelfPlay:
 # --- the claims ---------------------------------------------------------------------------------------------------
 
 
-def _detail(values) -> str:
-    ok = np.isfinite(np.asarray(values, float)).all()
-    return "" if ok else "a regret is not finite (an agent diverged): the verdict is inconclusive"
-
-
 def hedge_claim(model_worst, hedge_worst, margin: float = HEDGE_RATIO) -> ClaimCheck:
     """Headline: trained with the regret-loss alone, the transformer's worst-family regret is at most
     ``margin`` × that of worst-case-tuned Hedge (FTRL)."""
@@ -130,7 +136,7 @@ def hedge_claim(model_worst, hedge_worst, margin: float = HEDGE_RATIO) -> ClaimC
         higher_is_better=False,
         headline=True,
         numbers={"transformer": float(model_worst.mean()), "Hedge": float(hedge_worst.mean())},
-        detail=_detail(ratio),
+        detail=nonfinite_note(ratio),
         decimals=DECIMALS,
     )
 
@@ -146,7 +152,7 @@ def ftl_claim(model_worst, ftl_worst, margin: float = FTL_RATIO) -> ClaimCheck:
         margin=margin,
         higher_is_better=False,
         numbers={"transformer": float(model_worst.mean()), "FTL": float(ftl_worst.mean())},
-        detail=_detail(ratio),
+        detail=nonfinite_note(ratio),
         decimals=DECIMALS,
     )
 
@@ -161,7 +167,7 @@ def stochastic_claim(model_stochastic, ftl_stochastic, slack: float = STOCHASTIC
         labels=("transformer", "FTL"),
         margin=slack,
         higher_is_better=False,
-        detail=_detail(np.asarray(model_stochastic, float) - np.asarray(ftl_stochastic, float)),
+        detail=nonfinite_note(np.asarray(model_stochastic, float) - np.asarray(ftl_stochastic, float)),
         decimals=DECIMALS,
     )
 
@@ -176,7 +182,7 @@ def sublinear_claim(per_round_half, per_round_full, horizon: int) -> ClaimCheck:
         labels=(f"t={horizon}", f"t={horizon // 2}"),
         margin=0.0,
         higher_is_better=False,
-        detail=_detail(np.asarray(per_round_full, float) - np.asarray(per_round_half, float)),
+        detail=nonfinite_note(np.asarray(per_round_full, float) - np.asarray(per_round_half, float)),
         decimals=3,
     )
 
@@ -191,7 +197,7 @@ def supervised_claim(model_worst, supervised_worst) -> ClaimCheck:
         labels=("regret-loss", "supervised"),
         margin=0.0,
         higher_is_better=False,
-        detail=_detail(np.asarray(model_worst, float) - np.asarray(supervised_worst, float)),
+        detail=nonfinite_note(np.asarray(model_worst, float) - np.asarray(supervised_worst, float)),
         decimals=DECIMALS,
     )
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from labkit.core import Arm, ClaimCheck, Outcome, RunContext, check_arms, knob, method_run, params_of
+from labkit.core import Arm, ClaimCheck, Outcome, RunContext, check_arms, knob, method_run, nonfinite_note, params_of
 from labkit.substrates import pendulum as pend
 
 from .figures import make_figures
@@ -124,7 +124,7 @@ def return_claim(ret_vagram, ret_mse, n_distractors: int, width: int) -> ClaimCh
         labels=("return VaGraM", "return MSE"),
         margin=0.0,
         headline=True,
-        detail=_not_finite(v - m),
+        detail=nonfinite_note(v - m),
         decimals=RETURN_DECIMALS,
     )
 
@@ -140,7 +140,7 @@ def value_error_claim(ve_vagram, ve_mse, n_distractors: int) -> ClaimCheck:
         margin=VE_RATIO_MARGIN,
         higher_is_better=False,
         numbers={"VE MSE": float(m.mean()), "VE VaGraM": float(v.mean())},
-        detail=_not_finite(ratio),
+        detail=nonfinite_note(ratio),
         decimals=RATIO_DECIMALS,
     )
 
@@ -155,13 +155,9 @@ def distractor_trend_claim(gap_low, gap_high, d_low: int, d_high: int) -> ClaimC
         low,
         labels=(f"gap D={d_high}", f"gap D={d_low}"),
         margin=0.0,
-        detail=_not_finite(high - low),
+        detail=nonfinite_note(high - low),
         decimals=RETURN_DECIMALS,
     )
-
-
-def _not_finite(values) -> str:
-    return "" if np.isfinite(values).all() else "a value is not finite (a run diverged): the verdict is inconclusive"
 
 
 # --- the toy world ------------------------------------------------------------------------------------------
