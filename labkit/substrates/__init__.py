@@ -6,6 +6,7 @@
 - :mod:`.rl`: the offline data record, gymnasium envs, behaviour data as Minari data sets, BC/IQL agents, evaluation.
 - :mod:`.gridworld`: the slippery gridworld as a known tabular MDP, with exact value/occupancy tools and rollouts.
 - :mod:`.pretrained_lm`: the tiny pretrained LM (shipped / cached / pretrained once) and bring-your-own HF model.
+- :mod:`.ranking`: ranking metrics (recall/precision/hit/MRR/nDCG@k, AP, agreement@k), one value per query.
 - :mod:`.abr`: adaptive-bitrate streaming: player, throughput traces, QoE, BBA / rate-based / RobustMPC, pool.
 
 Imported lazily by the methods (nothing here is imported by ``import labkit``).
