@@ -66,7 +66,7 @@ def hit_rate_at_k(scores: Tensor, relevant: Tensor, k: int) -> Tensor:
 def mrr_at_k(scores: Tensor, relevant: Tensor, k: int) -> Tensor:
     """Reciprocal rank of the first relevant item within the top k (0 if none there), [Q]."""
     rel = _top_k_relevance(scores, relevant, k) > 0
-    ranks = torch.arange(1, k + 1, dtype=torch.float32).expand_as(rel)
+    ranks = torch.arange(1, k + 1, dtype=torch.float32, device=rel.device).expand_as(rel)
     first = torch.where(rel, ranks, torch.full_like(ranks, math.inf)).min(1).values
     return torch.where(torch.isfinite(first), 1.0 / first, torch.zeros_like(first))
 
@@ -79,7 +79,7 @@ def ndcg_at_k(scores: Tensor, gains: Tensor, k: int) -> Tensor:
     _check(scores, gains, k)
     if (gains < 0).any():
         raise ValueError("gains must be non-negative")
-    discount = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float32))  # [k]
+    discount = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float32, device=gains.device))  # [k]
     dcg = (_top_k_relevance(scores, gains, k) * discount).sum(1)
     ideal = (torch.sort(gains.float(), dim=1, descending=True).values[:, :k] * discount).sum(1)
     return torch.where(ideal > 0, dcg / ideal.clamp_min(1e-12), torch.full_like(dcg, float("nan")))
@@ -92,7 +92,7 @@ def average_precision(scores: Tensor, relevant: Tensor) -> Tensor:
     """
     _check(scores, relevant)
     rel = relevant.float().gather(1, ranking(scores))  # [Q, N] relevance in rank order
-    ranks = torch.arange(1, rel.shape[1] + 1, dtype=torch.float32)
+    ranks = torch.arange(1, rel.shape[1] + 1, dtype=torch.float32, device=rel.device)
     precision = rel.cumsum(1) / ranks
     n_relevant = rel.sum(1)
     ap = (precision * rel).sum(1) / n_relevant.clamp_min(1)
