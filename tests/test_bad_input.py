@@ -105,7 +105,6 @@ CLI_CASES = [
     (["run", "rpo", "--seed", "99999999999999999999999"], "is not allowed"),
     (["run", "rpo", "-p", "eta=１"], "not a valid value"),
     (["run", "rpo", "-p", "eta=1_0"], "not a valid value"),
-    (["run", "lol_prf"], "not available yet"),
     (["run", "inpo", "-p", "eta=100"], "eta·tau = 5 > 1"),  # each in range, the combination is not (INPO's knobs)
     (["run", "daa_overoptimization", "-p", "betas=abc"], "betas='abc' is not allowed"),  # free text, checked early
     (["run", "ear", "-p", "budget=50"], "budget=50 is too small"),  # in range, but no adaptor could ever grow

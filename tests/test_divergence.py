@@ -48,6 +48,9 @@ CASES = [
     ("vagram", {"lr": HUGE, "n_seeds": 1}, "MSE (MLE) D=0 seed 0"),
     ("archer", {"critic_lr": HUGE, "actor_lr": HUGE, "n_seeds": 1}, "ArCHer q loss"),
     ("regret_loss", {"lr": HUGE, "n_seeds": 1, "n_steps": 3}, "transformer · regret-loss, seed 0"),
+    ("ad_survival", {"lr": HUGE}, "two-term + CTR seed 0"),
+    ("tlob", {"lr": HUGE}, "TLOB h=20 seed 0"),
+    ("lol_prf", {"lr": HUGE, "n_seeds": 1, "epochs": 2}, "PRF (λ_cr=0)"),
 ]
 
 
