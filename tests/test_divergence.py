@@ -51,6 +51,7 @@ CASES = [
     ("ad_survival", {"lr": HUGE}, "two-term + CTR seed 0"),
     ("tlob", {"lr": HUGE}, "TLOB h=20 seed 0"),
     ("lol_prf", {"lr": HUGE, "n_seeds": 1, "epochs": 2}, "PRF (λ_cr=0)"),
+    ("ssl_recsys", {"lr": HUGE}, "two-tower seed 0"),
 ]
 
 

@@ -7,6 +7,8 @@
 - :mod:`.gridworld`: the slippery gridworld as a known tabular MDP, with exact value/occupancy tools and rollouts.
 - :mod:`.pretrained_lm`: the tiny pretrained LM (shipped / cached / pretrained once) and bring-your-own HF model.
 - :mod:`.ranking`: ranking metrics (recall/precision/hit/MRR/nDCG@k, AP, agreement@k), one value per query.
+- :mod:`.recsys`: a long-tailed catalogue with correlated categorical item fields, users and logged pairs; a stacked
+  two-tower model and the in-batch softmax with logQ correction.
 - :mod:`.retrieval`: a synthetic corpus with vocabulary mismatch, BM25 (Lucene variant) and a small LSA dense retriever.
 - :mod:`.lob`: a limit-order-book simulator, chronological splits, training-statistics normalisation, TLOB/classic
   trend labels.
