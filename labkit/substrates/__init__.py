@@ -4,6 +4,7 @@
 - :mod:`.rlhf`: best-of-n, KL estimators' helpers, a minimal sequence-level PPO.
 - :mod:`.federated`: the federated simulator (clients, local SGD, aggregation, adversaries).
 - :mod:`.rl`: the offline data record, gymnasium envs, behaviour data as Minari data sets, BC/IQL agents, evaluation.
+- :mod:`.sac`: Soft Actor-Critic (online, Box actions) and the cached SAC experts of the MuJoCo tasks.
 - :mod:`.gridworld`: the slippery gridworld as a known tabular MDP, with exact value/occupancy tools and rollouts.
 - :mod:`.pretrained_lm`: the tiny pretrained LM (shipped / cached / pretrained once) and bring-your-own HF model.
 - :mod:`.ranking`: ranking metrics (recall/precision/hit/MRR/nDCG@k, AP, agreement@k), one value per query.

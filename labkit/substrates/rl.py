@@ -19,14 +19,18 @@ Environments (:func:`make_env`, each built by ``gymnasium.make`` and seeded once
 Behaviour policies (:class:`Behaviour`) come from a scripted EXPERT per environment (no training needed: a linear
 controller balances CartPole for 500 steps, torque along the second joint's velocity swings Acrobot up, energy
 pumping plus a PD controller holds Pendulum up; the value-iteration policy on the grids), made ε-noisy or mixed
-per episode with a uniformly random policy.
+per episode with a uniformly random policy. MuJoCo has no scripted expert: its expert is a Soft Actor-Critic actor
+trained once and cached (:func:`labkit.substrates.sac.sac_expert`, weights in ``<cache>/sac/``). The default budget
+is the SAC paper's 1M env steps for each of Hopper-v5, Walker2d-v5 and HalfCheetah-v5 (10k random start steps, MLPs
+(256, 256), Adam 3e-4, batch 256): sized for one GPU or a long CPU run (hours), paid once per cache.
 
 Normalised return (D4RL):  score = 100·(R − R_random)/(R_expert − R_random), with the references of
 :data:`REFERENCE_SCORES` (measured by :func:`measure_reference` over 100 seeded episodes; exact on the grids; D4RL's
 published numbers for MuJoCo). :func:`evaluate` returns the mean over seeds with a 95% Student-t interval.
 
 Reference agents (torch, one place): behaviour cloning for discrete and continuous actions (:func:`train_bc`) and
-IQL (:func:`train_iql`, Kostrikov et al. 2021), checked against d3rlpy on the same data in tests/test_rl_substrate.py.
+IQL (:func:`train_iql`, Kostrikov et al. 2021), checked against d3rlpy on the same data in tests/test_rl_substrate.py;
+online SAC (:mod:`labkit.substrates.sac`), checked against stable-baselines3's SAC in tests/test_sac.py.
 """
 
 from __future__ import annotations
@@ -328,8 +332,10 @@ def pendulum_expert(obs) -> np.ndarray:
 
 
 def expert_for(env_or_name) -> Callable:
-    """The scripted expert ``obs -> action`` of an env (name or instance). MuJoCo has none: pass your own expert
-    (e.g. an SB3 SAC's ``lambda o: model.predict(o, deterministic=True)[0]``) to :func:`collect_dataset`."""
+    """The expert ``obs -> action`` of an env (name or instance): scripted for classic control and the grids; for
+    MuJoCo the cached SAC actor of :func:`labkit.substrates.sac.sac_expert` (its default 1M-step budget), fetched at
+    the first action asked for, so a random behaviour never pays for it; when the cache lacks it, that first call
+    trains it (a progress bar that may run for hours). Or pass your own expert to :func:`collect_dataset`."""
     name = env_or_name if isinstance(env_or_name, str) else env_or_name.spec.id
     if name in ("CartPole-v1", "labkit/CartPoleSparse-v1"):
         return cartpole_expert
@@ -343,6 +349,17 @@ def expert_for(env_or_name) -> Callable:
         mdp = grid_of(env_or_name) if not isinstance(env_or_name, str) else gw.PRESETS[GRID_PRESETS[name]]()
         actions = gw.expert_policy(mdp).argmax(1)
         return lambda obs: int(actions[int(obs)])
+    if name in MUJOCO:
+        loaded: list[Callable] = []
+
+        def sac_policy(obs):
+            if not loaded:  # first action: read the cached SAC actor (or train it once)
+                from labkit.substrates.sac import sac_expert
+
+                loaded.append(sac_expert(name))
+            return loaded[0](obs)
+
+        return sac_policy
     raise ValueError(f"no scripted expert for {name!r}: pass expert=<callable obs -> action>")
 
 
@@ -734,6 +751,10 @@ def collect_dataset(
         raise ValueError(f"n_episodes must be ≥ 1, got {n_episodes}")
     if expert is not None and not expert_name:
         raise ValueError("a custom expert needs an expert_name (it is part of the cache key)")
+    if expert is None and env_name in MUJOCO and behaviour.kind != "random":
+        from labkit.substrates import sac  # the default MuJoCo expert's settings are part of the key
+
+        expert_name = "sac" + sac.cache_key(env_name, sac.DEFAULT_CONFIGS[env_name], 0)[:8]
     ds_id = dataset_id(env_name, behaviour, n_episodes, seed, expert_name)
     root = cache_root(cache_dir)
     final = root / ds_id
