@@ -3,6 +3,11 @@
 Opens the gallery, follows an available method's card, types a bad value (the error alert shows),
 then a good one, trains, and waits for the claim checks and the recorded run. A screenshot of the
 method page is written to pytest's tmp folder (its path is printed) to judge the layout by eye.
+
+Then what a tester found by hand: a script in the URL (``?method=<img onerror=...>``) must show as text and
+run nothing, and a number box must refuse "2.5", "abc", an empty box and -1 in words, train on none of them,
+and train on the value typed once it is valid. One server and one Chromium serve the whole module (they are
+slow to start on a loaded machine); each test counts the runs it adds to the shared temporary store.
 """
 
 import os
@@ -10,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -55,11 +61,12 @@ def wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 40.0) -> No
     raise TimeoutError(f"panel serve did not answer at {url} within {timeout} s")
 
 
-@pytest.fixture
-def server(tmp_path):
-    """``panel serve widgets/app.py`` on a free port with a temporary run store; yields (url, store path)."""
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``panel serve widgets/app.py`` on a free port with a temporary run store; yields (url, store path).
+    Stopped when the module's tests end, also when one fails."""
     port = free_port()
-    store = tmp_path / "runs.sqlite"
+    store = tmp_path_factory.mktemp("app_store") / "runs.sqlite"
     env = {**os.environ, "LABKIT_STORE": str(store), "LABKIT_PROGRESS": "0"}
     cmd = [
         sys.executable,
@@ -84,17 +91,43 @@ def server(tmp_path):
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(timeout=10)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
+    """Headless Debian Chromium through Playwright (never a downloaded browser); closed also on failure."""
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"Debian Chromium not found at {CHROMIUM} (install it with `make browser`)")
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page; every dialog it opens (alert, confirm) is recorded in ``page.dialogs`` and dismissed."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(30_000)
+    page.dialogs = []
+
+    def on_dialog(dialog):
+        page.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+def n_runs(store, slug: str) -> int:
+    return len(RunStore(store).runs(slug)) if store.exists() else 0
 
 
 def pick_method():
@@ -106,11 +139,10 @@ def pick_method():
     pytest.skip(f"none of {[c[0] for c in CANDIDATES]} is available yet")
 
 
-def test_gallery_to_training_in_the_browser(server, browser, tmp_path):
+def test_gallery_to_training_in_the_browser(server, page, tmp_path):
     url, store = server
     slug, knob, bad, good = pick_method()
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(30_000)
+    before = n_runs(store, slug)
 
     page.goto(url)
     page.locator(".labkit-card").first.wait_for()
@@ -126,7 +158,7 @@ def test_gallery_to_training_in_the_browser(server, browser, tmp_path):
     box.fill(bad)
     box.press("Enter")
     train.click()
-    page.get_by_text(f"{knob}={bad} is out of range").wait_for()
+    page.locator(".labkit-error", has_text=f"{knob}={bad} is out of range").wait_for()
 
     box.fill(good)
     box.press("Enter")
@@ -139,11 +171,80 @@ def test_gallery_to_training_in_the_browser(server, browser, tmp_path):
     shown = claims.get_by_text("(headline)").first.inner_text()  # the claims' <pre>, inside Panel's shadow root
     first_line = shown.strip().splitlines()[0]
     assert first_line.startswith(f"[{recorded['verdict'].upper()}] (headline) "), first_line
-    assert not page.get_by_text("is out of range").is_visible()
+    assert not page.locator(".labkit-error").is_visible()
+    # the recent-runs headers sit over their columns: header and body cells aligned alike, same left edges
+    align = "els => els.map(e => [getComputedStyle(e).textAlign, Math.round(e.getBoundingClientRect().left)])"
+    heads = page.locator("table.panel-df thead th").evaluate_all(align)
+    cells = page.locator("table.panel-df tbody tr").first.locator("td").evaluate_all(align)
+    assert len(heads) == len(cells) == 8 and heads == cells, (heads, cells)
+    assert not page.get_by_text("is out of range").first.is_visible()
 
     shot = tmp_path / f"app_{slug}.png"
     page.screenshot(path=str(shot), full_page=True)
     print(f"screenshot: {shot}")
 
     runs = RunStore(store).runs(slug)
-    assert len(runs) == 1 and runs["params"][0][knob] == int(good)
+    assert len(runs) == before + 1 and runs["params"][0][knob] == int(good)
+    assert page.dialogs == []
+
+
+INJECTION = '<img src=x onerror="alert(1)">'
+
+
+def test_a_script_in_the_url_shows_as_text(server, page):
+    url, _ = server
+    page.goto(f"{url}?method={urllib.parse.quote(INJECTION)}")
+    page.locator(".labkit-card").first.wait_for()
+    note = page.get_by_text(f"unknown method {INJECTION!r}")  # the tag's text itself is on the page
+    note.wait_for()
+    assert note.is_visible()
+    assert page.locator('img[src="x"]').count() == 0  # no element was made of it
+    page.wait_for_timeout(1000)  # an onerror handler would have fired by now
+    assert page.dialogs == []
+
+
+def test_number_boxes_refuse_in_words_and_never_train_on_a_refused_value(server, page):
+    url, store = server
+    slug = "rpo"
+    if slug not in {m.slug for m in labkit.available_methods()}:
+        pytest.skip("rpo is not available")
+    before = n_runs(store, slug)
+    page.goto(f"{url}?method={slug}")
+    train = page.get_by_role("button", name="Train")
+    train.wait_for()
+    error = page.locator(".labkit-error")
+    n_pairs = page.locator(".bk-input-group", has_text="n_pairs").locator("input")
+    seed = page.locator(".bk-input-group", has_text="seed").locator("input")
+    whole = "a whole number from 10 to 100,000"
+    typed = {  # (box, text) -> the refusal shown, in words
+        (n_pairs, "2.5"): f"n_pairs='2.5' is not a valid value: expected {whole}",
+        (n_pairs, "abc"): f"n_pairs='abc' is not a valid value: expected {whole}",
+        (n_pairs, ""): f"n_pairs is empty: expected {whole}",
+        (n_pairs, "-1"): f"n_pairs=-1 is out of range: expected {whole}",
+        (seed, "-1"): "seed=-1 is not allowed: expected a whole number from 0 to 2,147,483,647",
+        (seed, "2.5"): "seed='2.5' is not allowed: expected a whole number from 0",
+        (seed, "abc"): "seed='abc' is not allowed: expected a whole number from 0",
+        (seed, ""): "seed is empty: expected a whole number from 0",
+    }
+    for (box, text), refusal in typed.items():
+        other = seed if box is n_pairs else n_pairs
+        other.fill("100" if other is n_pairs else "1")
+        box.fill(text)  # no Enter: the refusal shows as it is typed
+        page.get_by_text(refusal).first.wait_for()
+        assert box.input_value() == text  # the text stays as typed: nothing rounded, stripped or clamped
+        train.click()
+        error.filter(has_text=refusal).wait_for()
+        page.get_by_text("Not trained: fix the marked values first").wait_for()
+        assert n_runs(store, slug) == before, (text, refusal)
+    assert train.is_enabled() and train.inner_text() == "Train"
+
+    n_pairs.fill("120")
+    seed.fill("3")
+    assert not page.get_by_text("is not a valid value").first.is_visible()
+    train.click()
+    page.locator(".labkit-claims").get_by_text("(headline)").first.wait_for(timeout=60_000)
+    runs = RunStore(store).runs(slug)
+    assert len(runs) == before + 1
+    assert (runs["params"][0]["n_pairs"], int(runs["seed"][0])) == (120, 3)  # exactly what was typed
+    assert not error.is_visible()
+    assert page.dialogs == []

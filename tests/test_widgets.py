@@ -265,7 +265,8 @@ def test_panel_controls_follow_the_same_rules():
     assert isinstance(controls["steps"], panel.widgets.IntSlider)
     assert (controls["steps"].start, controls["steps"].end) == (1, 500)
     assert isinstance(controls["arm"], panel.widgets.Select) and controls["arm"].options == ["a", "b"]
-    assert isinstance(controls["noise"], panel.widgets.FloatInput)
+    # a number box is a text box checked as typed (Panel's FloatInput/IntInput rewrite what is typed)
+    assert isinstance(controls["noise"], panel_forms.NumberBox) and controls["noise"].value == 0.0
     assert isinstance(panel_forms.panel_control(Param("flag", bool, True)), panel.widgets.Checkbox)
     assert isinstance(panel_forms.panel_control(Param("f", float, 0.5, low=0, high=1)), panel.widgets.FloatSlider)
 
@@ -305,8 +306,9 @@ def test_create_app_falls_back_to_the_gallery_with_a_note():
     page = create_app("nope")
     alerts = page.select(panel.pane.Alert)
     assert alerts and "unknown method 'nope'" in alerts[0].object
-    missing = next(m for m in labkit.METHODS if not m.available)
-    assert "not available yet" in create_app(missing.slug).select(panel.pane.Alert)[0].object
+    missing = next((m for m in labkit.METHODS if not m.available), None)  # none once all thirty are written
+    if missing is not None:
+        assert "not available yet" in create_app(missing.slug).select(panel.pane.Alert)[0].object
 
 
 def test_method_page_trains_records_and_lists_runs(toy, store):
@@ -367,3 +369,168 @@ def test_forms_build_for_every_available_method(info, store):
     page = MethodPage(info.slug, store=store)
     assert list(page.controls) == main
     assert labkit.get_method(info.slug).short in page.view.objects[0].object
+
+
+# --------------------------------------------------------------------------- typed numbers and shown text
+
+INJECTION = '<img src=x onerror="alert(1)">'
+
+
+def rendered(markdown_pane) -> str:
+    """The HTML a Markdown pane puts into the page (what the browser sets as innerHTML)."""
+    import html as html_lib
+
+    return html_lib.unescape(markdown_pane._transform_object(markdown_pane.object)["object"])
+
+
+@pytest.mark.parametrize(
+    "param, words",
+    [
+        (Param("n", int, 300, low=10, high=100_000), "a whole number from 10 to 100,000"),
+        (Param("eta", float, 1.0, low=0.0, high=100.0), "a number from 0 to 100"),
+        (Param("lr", float, 0.01, low=1e-5, high=1.0), "a number from 1e-05 to 1"),
+        (Param("noise", float, 0.0, low=0.0), "a number of at least 0"),
+        (Param("k", int, 3, high=9), "a whole number of at most 9"),
+        (Param("x", float, 1.0), "a number"),
+        (Param("arm", str, "a", choices=("a", "b")), "one of a, b"),
+    ],
+)
+def test_allowed_words(param, words):
+    assert forms.allowed_words(param) == words
+
+
+N_PAIRS = Param("n_pairs", int, 300, low=10, high=100_000)
+ETA = Param("eta", float, 1.0, low=0.0, high=100.0)
+
+
+@pytest.mark.parametrize(
+    "param, text, refusal",
+    [
+        (N_PAIRS, "2.5", "n_pairs='2.5' is not a valid value: expected a whole number from 10 to 100,000"),
+        (N_PAIRS, "abc", "n_pairs='abc' is not a valid value: expected a whole number from 10 to 100,000"),
+        (N_PAIRS, "", "n_pairs is empty: expected a whole number from 10 to 100,000"),
+        (N_PAIRS, "  ", "n_pairs is empty"),
+        (N_PAIRS, "5", "n_pairs=5 is out of range: expected a whole number from 10 to 100,000"),  # not clamped
+        (N_PAIRS, "1_000", "n_pairs='1_000' is not a valid value"),
+        (ETA, "abc", "eta='abc' is not a valid value: expected a number from 0 to 100"),
+        (ETA, "", "eta is empty: expected a number from 0 to 100"),
+        (ETA, "nan", "eta='nan' is not a valid value"),
+        (ETA, "-1", "eta=-1.0 is out of range: expected a number from 0 to 100"),
+    ],
+)
+def test_parse_typed_refuses_in_words(param, text, refusal):
+    with pytest.raises(ValueError) as err:
+        forms.parse_typed(param, text)
+    assert refusal in str(err.value)
+
+
+def test_parse_typed_takes_what_is_typed():
+    assert forms.parse_typed(N_PAIRS, "250") == 250 and isinstance(forms.parse_typed(N_PAIRS, " 250 "), int)
+    assert forms.parse_typed(N_PAIRS, "100000") == 100_000  # bounds are inclusive
+    assert forms.parse_typed(ETA, "2.5") == 2.5 and forms.parse_typed(ETA, "0") == 0.0
+
+
+@pytest.mark.parametrize(
+    "text, refusal",
+    [
+        ("-1", "seed=-1 is not allowed: expected a whole number from 0 to 2,147,483,647"),
+        ("2.5", "seed='2.5' is not allowed: expected a whole number from 0"),
+        ("abc", "seed='abc' is not allowed"),
+        ("", "seed is empty: expected a whole number from 0"),
+    ],
+)
+def test_parse_seed_refuses_in_words(text, refusal):
+    with pytest.raises(ValueError) as err:
+        forms.parse_seed(text)
+    assert refusal in str(err.value)
+    assert forms.parse_seed("7") == 7
+
+
+def test_number_box_checks_each_keystroke_and_never_rewrites_the_text():
+    box = panel_forms.panel_control(N_PAIRS)
+    assert (box.value, box.error, box.input.value) == (300, "", "300") and not box.refusal.visible
+    for text in ("2.5", "abc", "", "5"):
+        box.input.value_input = text  # what the browser sends on every keystroke
+        assert box.value is None and box.error and box.refusal.visible, text
+        assert box.text == text and "a whole number from 10 to 100,000" in box.refusal.object
+    box.input.value_input = "25"
+    assert (box.value, box.error, box.refusal.visible) == (25, "", False)
+    box.value = 40  # from Python (a preset switch): the text follows
+    assert (box.input.value, box.input.value_input, box.value) == ("40", "40", 40)
+    box.input.value = "<b>x</b>"  # Enter or leaving the box; the refusal is shown as text
+    assert box.value is None and "&lt;b&gt;" in box.refusal.object and "<b>" not in box.refusal.object
+
+
+def test_method_page_refuses_typed_values_and_trains_on_none_of_them(toy, store):
+    from widgets.app import MethodPage
+
+    page = MethodPage(toy, store=store)
+    noise = page.controls["noise"]
+    for text, words in [("abc", "is not a valid value"), ("", "is empty"), ("-1", "is out of range")]:
+        noise.input.value_input = text
+        assert page.train_now() is None, text
+        assert page.error.visible and f"noise{'' if text == '' else '='}" in page.error.object
+        assert words in page.error.object and "a number of at least 0" in page.error.object
+        assert "Not trained" in page.status.object and not page.train_button.disabled
+    noise.input.value_input = "0.25"
+    for text in ("-1", "2.5", ""):
+        page.seed.input.value_input = text
+        assert page.train_now() is None and "seed" in page.error.object and "whole number" in page.error.object
+    assert len(store.runs()) == 0
+    page.seed.input.value_input = "3"
+    result = page.train_now()
+    assert (result.params["noise"], result.seed) == (0.25, 3) and not page.error.visible
+    assert len(store.runs()) == 1
+
+
+def test_app_shows_an_injected_method_as_text():
+    from widgets.app import create_app
+
+    alert = create_app(INJECTION).select(panel.pane.Alert)[0]
+    shown = rendered(alert)
+    assert "<img" not in shown and "&lt;img src=x onerror=" in shown and "unknown method" in shown
+
+
+def test_markdown_text_makes_no_markup():
+    text = "*em* _u_ [link](javascript:alert(1)) `code` $x$ <script>alert(1)</script> a\\b noise=-2.0"
+    shown = rendered(panel.pane.Markdown(forms.markdown_text(text)))
+    for tag in ("<em", "<a ", "<code", "<script", '<span class="math'):
+        assert tag not in shown, tag
+    assert "*em* _u_ [link](javascript:alert(1)) `code` $x$ &lt;script&gt;" in shown and "a\\b noise=-2.0" in shown
+    for line, tag in [("# title", "<h1"), ("- item", "<li"), ("1. item", "<ol"), ("text\n===", "<h1")]:
+        assert tag not in rendered(panel.pane.Markdown(forms.markdown_text(line))), line
+    assert forms.html_text('"<x>&') == "&quot;&lt;x&gt;&amp;"
+
+
+def test_method_page_shows_errors_and_recorded_text_escaped(toy, store):
+    import pandas as pd
+
+    from widgets.app import MethodPage
+
+    page = MethodPage(toy, store=store)
+    page._finish(error=ValueError(f"arm={INJECTION!r} is not allowed"))
+    shown = rendered(page.error)
+    assert "<img" not in shown and "&lt;img src=x" in shown
+
+    class Store:  # a store whose records hold markup (a free-text param, a tampered file)
+        def runs(self, slug):
+            return pd.DataFrame(
+                {
+                    "id": [1],
+                    "created_at": [0.0],
+                    "preset": ["quick"],
+                    "seed": [0],
+                    "params": [{"steps": INJECTION}],
+                    "metrics": [{"<b>loss</b>": 1.0}],
+                    "verdict": [None],
+                    "duration_s": [1.0],
+                }
+            )
+
+    page.store = Store()
+    page.refresh_runs()
+    table = page.runs_table._transform_object(page.runs_table.object)["object"]
+    import html as html_lib
+
+    table = html_lib.unescape(table)
+    assert "<img" not in table and "<b>" not in table and "&lt;img" in table

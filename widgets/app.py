@@ -8,6 +8,10 @@ Two pages, picked by the URL query:
   notebook widgets), a preset select, a Train button, a live plot of one metric, the claim checks,
   an error alert, and the method's recent runs from the run store (every app run is recorded).
 
+Everything from the URL, the form or the run store is shown as text (escaped; see ``widgets.forms.markdown_text``).
+Number boxes and the seed are checked as they are typed; Train refuses, naming each refused box, and starts
+nothing while one holds a text that is not a valid value.
+
 Training runs in a worker thread (``run_in_executor``) so the page stays responsive; the Train
 button's async callback wakes every ``REDRAW_EVERY_S`` seconds on the server's event loop to redraw
 the plot from the rows the run's ``callback`` gathered. Only that event-loop coroutine touches the
@@ -17,7 +21,6 @@ widgets, so no Bokeh document is changed from the worker thread.
 from __future__ import annotations
 
 import asyncio
-import html
 
 import panel as pn
 
@@ -28,12 +31,14 @@ from widgets.forms import (
     changed_values,
     claims_text,
     draw_lines,
+    html_text,
+    markdown_text,
     method_name,
     missing_metric_note,
     new_live_figure,
     resolve_method,
 )
-from widgets.panel_forms import labelled, panel_controls, panel_preset_select
+from widgets.panel_forms import labelled, panel_controls, panel_preset_select, seed_box
 
 pn.extension("plotly")
 
@@ -51,6 +56,8 @@ CARD_CSS = """
 .labkit-card .soon { font-style: italic; }
 """
 
+# Panel's table style right-aligns the header cells while the body cells are left-aligned: line them up
+TABLE_CSS = "table.panel-df thead th, table.panel-df tbody td { text-align: left; }"
 
 # --------------------------------------------------------------------------- gallery
 
@@ -58,14 +65,14 @@ CARD_CSS = """
 def method_card(info) -> pn.pane.HTML:
     """One registry entry as a card: id, short name, title, arXiv link, open link or 'not yet'."""
     available = info.available
-    action = (
-        f'<a class="open" href="?method={info.slug}">open →</a>' if available else '<span class="soon">not yet</span>'
-    )
+    slug, e = html_text(info.slug), html_text
+    action = f'<a class="open" href="?method={slug}">open →</a>' if available else '<span class="soon">not yet</span>'
     body = (
-        f'<div class="labkit-card {"available" if available else "missing"}" data-slug="{info.slug}">'
-        f'<div class="id">#{info.id:02d} · {info.family}</div><h3>{html.escape(info.short)}</h3>'
-        f'<p class="title">{html.escape(info.title)}</p>'
-        f'<div class="links"><a href="{info.arxiv_url}" target="_blank">arXiv {info.arxiv}</a>{action}</div></div>'
+        f'<div class="labkit-card {"available" if available else "missing"}" data-slug="{slug}">'
+        f'<div class="id">#{info.id:02d} · {e(info.family)}</div><h3>{e(info.short)}</h3>'
+        f'<p class="title">{e(info.title)}</p>'
+        f'<div class="links"><a href="{e(info.arxiv_url)}" target="_blank">arXiv {e(info.arxiv)}</a>'
+        f"{action}</div></div>"
     )
     return pn.pane.HTML(body, stylesheets=[CARD_CSS], margin=6)
 
@@ -80,7 +87,7 @@ def gallery(note: str = "") -> pn.Column:
         )
     ]
     if note:
-        parts.append(pn.pane.Alert(note, alert_type="warning"))
+        parts.append(pn.pane.Alert(markdown_text(note), alert_type="warning"))
     for family in FAMILIES:
         members = [m for m in METHODS if m.family == family]
         parts.append(pn.pane.Markdown(f"## {family} ({len(members)})"))
@@ -145,16 +152,21 @@ class MethodPage:
         self.curves = LiveCurves(self.metric)
         self.controls = panel_controls(self.params)
         self.preset = panel_preset_select(self.controls, self.params)
-        self.seed = pn.widgets.IntInput(label="seed", value=0, start=0, width=300)
+        self.seed = seed_box(0)
         self.train_button = pn.widgets.Button(label="Train", color="primary", width=300)
         self.train_button.on_click(self._on_train)
         self.status = pn.pane.Markdown("Set the knobs, then **Train**.")
-        self.error = pn.pane.Alert("", alert_type="danger", visible=False)
+        self.error = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["labkit-error"])
         self.claims = pn.pane.HTML("", css_classes=["labkit-claims"], sizing_mode="stretch_width")
         self.figure = new_live_figure(widget=False)
         self.plot = pn.pane.Plotly(self.figure, sizing_mode="stretch_width", height=380)
         self.runs_table = pn.pane.DataFrame(
-            index=False, justify="left", text_align="start", sizing_mode="stretch_width"
+            index=False,
+            escape=True,
+            justify="left",
+            text_align="start",
+            stylesheets=[TABLE_CSS],
+            sizing_mode="stretch_width",
         )
         self.refresh_runs()
         self.view = self._layout()
@@ -181,30 +193,44 @@ class MethodPage:
         try:
             info = get_method(self.slug)
         except ValueError:  # a module outside the registry (tests)
-            return pn.pane.Markdown(f"[← all methods](?)\n# {self.slug}")
+            return pn.pane.Markdown(f"[← all methods](?)\n# {markdown_text(self.slug)}")
         return pn.pane.Markdown(
-            f"[← all methods](?)\n# {info.id:02d} · {info.short}\n{info.title} · "
-            f"[arXiv {info.arxiv}]({info.arxiv_url}) · {info.family} · notebook `{info.notebook}`"
+            f"[← all methods](?)\n# {info.id:02d} · {markdown_text(info.short)}\n{markdown_text(info.title)} · "
+            f"[arXiv {info.arxiv}]({info.arxiv_url}) · {markdown_text(info.family)} · notebook `{info.notebook}`"
         )
 
     # -- training -----------------------------------------------------------------------------
 
+    def form_errors(self) -> list[str]:
+        """Why the form cannot train as it is: one line per refused box (number boxes and the seed)."""
+        boxes = [*self.controls.values(), self.seed]
+        return [box.error for box in boxes if getattr(box, "error", "")]
+
     def run_kwargs(self) -> dict:
-        """What ``run`` gets: the preset, seed, and the form values that differ from the preset's."""
+        """What ``run`` gets: the preset, seed, and the form values that differ from the preset's.
+        Raises ``ValueError`` (listing every refused box) when a box holds a text that is not a valid value."""
+        errors = self.form_errors()
+        if errors:
+            raise ValueError("; ".join(errors))
         values = {name: c.value for name, c in self.controls.items()}
         overrides = changed_values(self.params, values, self.preset.value)
         return dict(preset=self.preset.value, seed=self.seed.value, device=self.device, **overrides)
 
-    def _start(self) -> dict:
-        """Prepare a run: fresh curves and plot, busy button; returns the run's kwargs."""
-        kwargs = self.run_kwargs()
+    def _start(self) -> dict | None:
+        """Prepare a run: fresh curves and plot, busy button; returns the run's kwargs, or ``None`` (and
+        shows why, starting nothing) when the form holds a refused value."""
+        try:
+            kwargs = self.run_kwargs()
+        except ValueError as err:
+            self._finish(error=err, started=False)
+            return None
         self.curves = LiveCurves(self.metric)
         self.figure.data = []
         self.error.visible = False
         self.claims.object = ""
         self.train_button.disabled = True
         self.train_button.label = "Training…"
-        self.status.object = f"Training at preset **{kwargs['preset']}** …"
+        self.status.object = f"Training at preset **{markdown_text(kwargs['preset'])}** …"
         return kwargs
 
     def _run(self, kwargs: dict):
@@ -216,26 +242,33 @@ class MethodPage:
         draw_lines(self.figure, self.curves)
         self.plot.param.trigger("object")
 
-    def _finish(self, result=None, error: Exception | None = None) -> None:
-        """Show the claims (or the error), re-enable Train, refresh the recent runs."""
+    def _finish(self, result=None, error: Exception | None = None, started: bool = True) -> None:
+        """Show the claims (or the error), re-enable Train, refresh the recent runs. ``started=False``: the
+        form was refused before any run began."""
         self.redraw()
         self.train_button.disabled = False
         self.train_button.label = "Train"
         if error is not None:
-            self.status.object = "The run stopped; nothing was recorded."
-            self.error.object = f"**{type(error).__name__}**: {html.escape(str(error), quote=False)}"
+            self.status.object = (
+                "The run stopped; nothing was recorded." if started else "Not trained: fix the marked values first."
+            )
+            self.error.object = f"**{type(error).__name__}**: {markdown_text(str(error))}"
             self.error.visible = True
             return
         self.result = result
         note = missing_metric_note(result, self.metric)
-        self.status.object = f"Done in {result.duration_s:.1f} s (seed {result.seed}, preset {result.preset})."
+        self.status.object = markdown_text(
+            f"Done in {result.duration_s:.1f} s (seed {result.seed}, preset {result.preset})."
+        )
         text = claims_text(result) + (f"\n\n{note}" if note else "")
-        self.claims.object = f'<pre style="white-space:pre-wrap;font-size:14px">{html.escape(text, quote=False)}</pre>'
+        self.claims.object = f'<pre style="white-space:pre-wrap;font-size:14px">{html_text(text)}</pre>'
         self.refresh_runs()
 
     def train_now(self):
         """Train in this thread and update the page (tests, scripts); returns the Result or None."""
         kwargs = self._start()
+        if kwargs is None:
+            return None
         try:
             result = self._run(kwargs)
         except Exception as err:  # shown on the page
@@ -247,6 +280,8 @@ class MethodPage:
     async def _on_train(self, _event=None) -> None:
         """The Train button: run in a worker thread, redraw every ``REDRAW_EVERY_S`` until it ends."""
         kwargs = self._start()
+        if kwargs is None:
+            return
         future = asyncio.get_running_loop().run_in_executor(None, self._run, kwargs)
         while not future.done():
             await asyncio.wait({future}, timeout=REDRAW_EVERY_S)

@@ -16,6 +16,12 @@ float, bounded                slider, if every preset value is easy to reach on 
 unbounded or very wide        number box (the run checks the range and explains a bad value)
 ============================  =================================================================
 
+In the Panel app a number box is a text box checked as it is typed (:func:`parse_typed`, which uses
+labkit's own :func:`~labkit.core.params.check_value`): what is typed is never rounded, clamped or
+replaced, and a refusal says in words what is allowed (:func:`allowed_words`). Text shown in Markdown
+or HTML panes goes through :func:`markdown_text` / :func:`html_text`, so a URL or a typed value can
+make no markup and run no script.
+
 :func:`explorer` is what a notebook's last cell shows: the form, a Train button, a live plot of
 one metric (one line per series) and the claim checks.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -32,7 +39,7 @@ from typing import Any
 
 import ipywidgets as ipw
 
-from labkit.core.params import PRESETS, Param, check_preset
+from labkit.core.params import PRESETS, Param, check_preset, check_seed, check_value
 
 SLIDER_STEPS = 100  # positions on a float slider
 MAX_INT_SLIDER_SPAN = 1000  # wider int ranges get a number box
@@ -91,6 +98,80 @@ def preset_values(param: Param) -> list:
 def help_text(param: Param) -> str:
     """One line for a tooltip: what the knob does and what is allowed."""
     return f"{param.help} ({param.describe()})" if param.help else param.describe()
+
+
+# --------------------------------------------------------------------------- typed text and shown text
+
+
+def allowed_words(param: Param) -> str:
+    """What ``param`` allows, in words: "a whole number from 10 to 100,000", "a number of at least 0".
+
+    Only the wording is made here; the bounds and types are the param's, and the check is
+    :func:`labkit.core.params.check_value`."""
+    if param.choices is not None:
+        return "one of " + ", ".join(str(c) for c in param.choices)
+    if param.type is bool:
+        return "true or false"
+    if param.type is str:
+        return "any text"
+    kind = "a whole number" if param.type is int else "a number"
+    if param.low is not None and param.high is not None:
+        return f"{kind} from {_number_words(param.low)} to {_number_words(param.high)}"
+    if param.low is not None:
+        return f"{kind} of at least {_number_words(param.low)}"
+    if param.high is not None:
+        return f"{kind} of at most {_number_words(param.high)}"
+    return kind
+
+
+def _number_words(value: float) -> str:
+    """10 → "10", 100000 → "100,000", 0.0 → "0", 1e-05 → "1e-05"."""
+    if float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:g}"
+
+
+def parse_typed(param: Param, text: str):
+    """The value of ``text`` typed into ``param``'s box, checked by labkit's own rules
+    (:func:`~labkit.core.params.check_value`: "2.5" is no whole number, "abc" and "" are no numbers, the
+    range is inclusive). Raises ``ValueError`` that says in words what is allowed; nothing is rounded,
+    clamped or guessed."""
+    if not text.strip():
+        raise ValueError(f"{param.name} is empty: expected {allowed_words(param)}")
+    try:
+        return check_value(param, text)
+    except ValueError as err:  # labkit's message, with the allowed values in words
+        raise ValueError(str(err).replace(param.describe(), allowed_words(param))) from None
+
+
+def parse_seed(text: str) -> int:
+    """The seed typed as ``text``, by labkit's :func:`~labkit.core.params.check_seed` (a whole number from 0)."""
+    if not text.strip():
+        raise ValueError("seed is empty: expected a whole number from 0")
+    return check_seed(text)
+
+
+def text_of(value) -> str:
+    """A value as a number box shows it: ``1000`` → "1000", ``0.1`` → "0.1", ``1e-05`` → "1e-05"."""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+_MARKDOWN_INLINE = re.compile(r"([\\`*_\[\]~|$])")  # emphasis, code, links, tables, math: anywhere in a line
+_MARKDOWN_LINE_START = re.compile(r"^(\s*\d*)([#+=.)-])", re.MULTILINE)  # headings, lists ("-", "+", "1.")
+
+
+def markdown_text(text: str) -> str:
+    """``text`` shown as itself in a Markdown pane: HTML escaped (no tag is made, no script runs) and the
+    Markdown punctuation that could make a link, emphasis, code, math, a heading or a list backslash-escaped."""
+    escaped = _MARKDOWN_INLINE.sub(r"\\\1", html.escape(str(text), quote=False))
+    return _MARKDOWN_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), escaped)
+
+
+def html_text(text: str) -> str:
+    """``text`` shown as itself inside HTML (element content and attribute values)."""
+    return html.escape(str(text), quote=True)
 
 
 def shown_params(params: Iterable[Param], main_only: bool = True) -> list[Param]:

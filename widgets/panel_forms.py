@@ -3,19 +3,84 @@
 :func:`widgets.forms.control_spec` decides the kind of control, its range and step; this module
 only maps each kind to its Panel widget. Panel has no log slider, so a ``log_slider`` becomes a
 ``DiscreteSlider`` over log-spaced values (the presets' values among them).
+
+Number boxes (``int_box``, ``float_box``, and the app's seed) are :class:`NumberBox`: a text box whose text
+is never changed behind the learner's back (Panel's ``IntInput`` turns "2.5" into 25, "abc" into ``None``
+and clamps -1 to 0). What is typed is checked on every keystroke by labkit's own rules; a refusal shows
+under the box in words, and ``value`` is ``None`` until the text is a valid value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import panel as pn
 
 from labkit.core.params import PRESETS, Param
-from widgets.forms import SLIDER_STEPS, control_spec, help_text, param_controls, set_preset
+from widgets.forms import (
+    SLIDER_STEPS,
+    control_spec,
+    help_text,
+    html_text,
+    param_controls,
+    parse_seed,
+    parse_typed,
+    set_preset,
+    text_of,
+)
 
 WIDTH = 300
+REFUSAL_CSS = ":host { color: #b00020; font-size: 13px; }"
+
+
+class NumberBox(pn.viewable.Viewer):
+    """A number typed as text, checked as it is typed; shows why a text is refused, under the box.
+
+    ``parse(text)`` returns the value or raises ``ValueError`` worded for the learner. ``value`` is the
+    checked value, or ``None`` while the text is refused (then ``error`` says why); setting ``value``
+    writes its text into the box. ``text`` is what the box holds now.
+    """
+
+    def __init__(self, parse: Callable[[str], object], value, label: str, width: int = WIDTH):
+        super().__init__()
+        self.parse = parse
+        self.input = pn.widgets.TextInput(label=label, value=text_of(value), width=width)
+        self.refusal = pn.pane.HTML("", visible=False, stylesheets=[REFUSAL_CSS], width=width, margin=(0, 10))
+        self.text = ""
+        self.error = ""
+        self._value = None
+        self._check(self.input.value)
+        # value_input: every keystroke; value: Enter or leaving the box (and values set from Python)
+        for name in ("value_input", "value"):
+            self.input.param.watch(lambda event: self._check(event.new), name)
+
+    @property
+    def value(self):
+        return self._value
+
+    @value.setter
+    def value(self, value) -> None:
+        text = text_of(value)
+        self.input.param.update(value=text, value_input=text)
+        self._check(text)
+
+    def _check(self, text: str) -> None:
+        self.text = text or ""
+        try:
+            self._value, self.error = self.parse(self.text), ""
+        except ValueError as err:
+            self._value, self.error = None, str(err)
+        self.refusal.object = html_text(self.error)
+        self.refusal.visible = bool(self.error)
+
+    def __panel__(self):
+        return pn.Column(self.input, self.refusal, margin=0)
+
+
+def seed_box(value: int = 0) -> NumberBox:
+    """The seed's box: a whole number from 0, by labkit's ``check_seed``."""
+    return NumberBox(parse_seed, value, "seed")
 
 
 def log_options(param: Param, low: float, high: float) -> dict[str, float]:
@@ -46,9 +111,7 @@ def panel_control(param: Param, value=None):
     if kind == "log_slider":
         options = log_options(param, spec.low, spec.high)
         return pn.widgets.DiscreteSlider(options=options, value=float(value), **common)
-    if kind == "int_box":
-        return pn.widgets.IntInput(value=value, **common)
-    return pn.widgets.FloatInput(value=value, **common)
+    return NumberBox(lambda text: parse_typed(param, text), value, param.name)
 
 
 def panel_controls(params: Iterable[Param], preset: str = "quick", main_only: bool = True) -> dict:
