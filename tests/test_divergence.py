@@ -52,6 +52,7 @@ CASES = [
     ("tlob", {"lr": HUGE}, "TLOB h=20 seed 0"),
     ("lol_prf", {"lr": HUGE, "n_seeds": 1, "epochs": 2}, "PRF (λ_cr=0)"),
     ("ssl_recsys", {"lr": HUGE}, "two-tower seed 0"),
+    ("recsys_extraction", {"lr": HUGE, "n_seeds": 1}, "victim seed 0"),
 ]
 
 

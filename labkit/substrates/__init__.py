@@ -10,6 +10,8 @@
 - :mod:`.ranking`: ranking metrics (recall/precision/hit/MRR/nDCG@k, AP, agreement@k), one value per query.
 - :mod:`.recsys`: a long-tailed catalogue with correlated categorical item fields, users and logged pairs; a stacked
   two-tower model and the in-batch softmax with logQ correction.
+- :mod:`.sequential_recsys`: clustered Zipf interaction sequences, GRU4Rec/SASRec-style recommenders, a black-box
+  top-k wrapper.
 - :mod:`.retrieval`: a synthetic corpus with vocabulary mismatch, BM25 (Lucene variant) and a small LSA dense retriever.
 - :mod:`.lob`: a limit-order-book simulator, chronological splits, training-statistics normalisation, TLOB/classic
   trend labels.
