@@ -61,8 +61,8 @@ class Knobs:
     n_steps: int = knob(
         450, standard=800, full=2000, low=1, high=1_000_000, main=False, help="training steps per arm and seed"
     )
-    batch_size: int = knob(32, standard=64, full=64, low=1, high=4096, main=False, help="sequences per step")
-    seq_len: int = knob(16, standard=32, full=64, low=3, high=1024, main=False, help="symbols per sequence")
+    batch_size: int = knob(32, standard=32, full=64, low=1, high=4096, main=False, help="sequences per step")
+    seq_len: int = knob(16, standard=24, full=64, low=3, high=1024, main=False, help="symbols per sequence")
     n_train: int = knob(3500, low=1, high=1_000_000, main=False, help="training sequences")
     n_val: int = knob(
         256, standard=500, full=500, low=1, high=100_000, main=False, help="validation sequences (the score)"
