@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -43,28 +44,56 @@ def direct_run_time(slug: str, threads: int) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def notebook_time(slug: str) -> float:
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its reaped children (the notebook's kernel)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def notebook_time(slug: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of the quick notebook through papermill. CPU counts the kernel too: on a loaded machine
+    wall time grows with the load, while CPU time (one thread at quick) stays close to the quiet wall time."""
     from labkit.cli import execute_notebook
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["LABKIT_STORE"] = str(Path(tmp) / "runs.sqlite")
-        return execute_notebook(slug, "quick", 0, "auto", {}, tmp)["seconds"]
+        cpu = _cpu_seconds()
+        wall = execute_notebook(slug, "quick", 0, "auto", {}, tmp)["seconds"]
+        return wall, _cpu_seconds() - cpu
+
+
+def previous_rows() -> dict[str, str]:
+    """The table rows of the current BENCHMARKS.md by method id ("03"), kept for methods not measured this time."""
+    target = ROOT / "BENCHMARKS.md"
+    if not target.exists():
+        return {}
+    rows = [
+        line
+        for line in target.read_text().split(NOTES)[0].splitlines()
+        if line.startswith("| ") and line[2:4].isdigit()
+    ]
+    return {line[2:4]: line for line in rows}
 
 
 def main(slugs: list[str], notebooks_only: bool = False) -> None:
     import labkit
 
     methods = [m for m in labkit.available_methods() if not slugs or m.slug in slugs]
-    rows = []
+    kept = previous_rows() if slugs else {}
+    measured = {}
+    day = time.strftime("%Y-%m-%d")
     for m in methods:
         print(f"{m.slug}: notebook ...", flush=True)
-        nb = notebook_time(m.slug)
-        if notebooks_only:
-            rows.append(f"| {m.id:02d} {m.short} | {nb:.1f} | — | — |")
-        else:
-            one, two = direct_run_time(m.slug, 1), direct_run_time(m.slug, 2)
-            rows.append(f"| {m.id:02d} {m.short} | {nb:.1f} | {one:.1f} | {two:.1f} |")
-        print(rows[-1], flush=True)
+        wall, cpu = notebook_time(m.slug)
+        load = os.getloadavg()[0]
+        one, two = (
+            ("—", "—") if notebooks_only else (f"{direct_run_time(m.slug, 1):.1f}", f"{direct_run_time(m.slug, 2):.1f}")
+        )
+        measured[f"{m.id:02d}"] = (
+            f"| {m.id:02d} {m.short} | {wall:.1f} | {cpu:.1f} | {load:.1f} | {one} | {two} | {day} |"
+        )
+        print(measured[f"{m.id:02d}"], flush=True)
+    rows = [row for _, row in sorted({**kept, **measured}.items())]
     imp = import_time()
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     import torch
@@ -77,16 +106,20 @@ no GPU). Rerun it to refresh; figures depend on the machine.
 
 `import labkit`: **{imp * 1000:.0f} ms** (fresh interpreter, best of 5, interpreter start included; the budget is 1 s).
 
-Quick preset, wall seconds (budget: ~30 s per notebook through papermill):
+Quick preset, seconds (budget: ~30 s per notebook through papermill):
 
-| method | notebook via papermill | `run()` 1 thread | `run()` 2 threads |
-| --- | --- | --- | --- |
+| method | notebook wall | notebook CPU | load | `run()` 1 thread | `run()` 2 threads | measured |
+| --- | --- | --- | --- | --- | --- | --- |
 """
         + "\n".join(rows)
         + """
 
-The notebook column is the whole notebook (kernel start, the tiny demos, the figures, the widget), as
-`make run` and CI execute it. The `run()` columns force the thread count with `LABKIT_THREADS`; each
+The notebook columns are the whole notebook (kernel start, the tiny demos, the figures, the widget), as
+`make run` and CI execute it: wall seconds, CPU seconds of papermill and its kernel together, and the 1-minute
+load average right after (about 1 is the benchmark alone; above that another process shared the two cores, and
+then both times read high: under a load of 7 RPO took 43 s wall and 21 s of CPU against 10 s quiet).
+`bench.py SLUG ...` re-measures those methods and keeps the other rows as they were, with their dates.
+The `run()` columns force the thread count with `LABKIT_THREADS`; each
 method's quick preset uses the count set in its `method_run(threads=...)`.
 """
     )
