@@ -266,6 +266,8 @@ def _report_html(entries) -> str:
             f"<td><details><summary>all checks</summary>{details}</details></td></tr>"
         )
     pending = sum(not m.available for m in METHODS)
+    n = len(METHODS)
+    availability = f"{pending} of {n} methods are not available yet." if pending else f"All {n} methods are available."
     tally = ", ".join(f"{n} {v}" for v, n in counts.items())
     return f"""<!doctype html><html><head><meta charset='utf-8'><title>labkit report</title><style>
 body{{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}} table{{border-collapse:collapse;width:100%}}
@@ -275,7 +277,7 @@ td,th{{border-bottom:1px solid #ddd;padding:8px;vertical-align:top;text-align:le
 <h1>labkit scoreboard</h1><p>Each row is the newest recorded run of a method: the paper's <b>headline claim</b> with
 its three-way verdict (holds / does not hold / inconclusive) from a 95% interval over seeds against a margin fixed
 before the run, then the supporting checks and the executed notebook. Headline verdicts: {esc(tally)}.
-{pending} of {len(METHODS)} methods are not available yet.</p>
+{availability}</p>
 <table><tr><th>#</th><th>method</th><th>headline claim</th><th>preset</th><th>run() time</th>
 <th>executed notebook</th><th>supporting checks</th></tr>
 {"".join(rows)}</table></body></html>"""

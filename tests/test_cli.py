@@ -145,5 +145,5 @@ def test_a_bad_value_injected_straight_into_a_notebook_stops_it_with_a_clear_err
             progress_bar=False,
         )
     assert err.value.ename == "ValueError"
-    assert "beta=-1.0 is out of range: expected float in [0.001, 10.0]" in err.value.evalue
+    assert "beta=-1.0 is out of range: expected a number from 0.001 to 10" in err.value.evalue
     assert store.runs().empty

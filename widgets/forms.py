@@ -104,31 +104,13 @@ def help_text(param: Param) -> str:
 
 
 def allowed_words(param: Param) -> str:
-    """What ``param`` allows, in words: "a whole number from 10 to 100,000", "a number of at least 0".
+    """What ``param`` allows, in words: "a whole number from 10 to 100,000", "one of a, b".
 
-    Only the wording is made here; the bounds and types are the param's, and the check is
-    :func:`labkit.core.params.check_value`."""
+    The words are labkit's own (:meth:`labkit.core.params.Param.describe`, as the CLI says them); only choices are
+    listed without brackets here."""
     if param.choices is not None:
         return "one of " + ", ".join(str(c) for c in param.choices)
-    if param.type is bool:
-        return "true or false"
-    if param.type is str:
-        return "any text"
-    kind = "a whole number" if param.type is int else "a number"
-    if param.low is not None and param.high is not None:
-        return f"{kind} from {_number_words(param.low)} to {_number_words(param.high)}"
-    if param.low is not None:
-        return f"{kind} of at least {_number_words(param.low)}"
-    if param.high is not None:
-        return f"{kind} of at most {_number_words(param.high)}"
-    return kind
-
-
-def _number_words(value: float) -> str:
-    """10 → "10", 100000 → "100,000", 0.0 → "0", 1e-05 → "1e-05"."""
-    if float(value).is_integer() and abs(value) < 1e15:
-        return f"{int(value):,}"
-    return f"{value:g}"
+    return param.describe()
 
 
 def parse_typed(param: Param, text: str):
@@ -140,7 +122,7 @@ def parse_typed(param: Param, text: str):
         raise ValueError(f"{param.name} is empty: expected {allowed_words(param)}")
     try:
         return check_value(param, text)
-    except ValueError as err:  # labkit's message, with the allowed values in words
+    except ValueError as err:  # labkit's message, with the choices listed as allowed_words lists them
         raise ValueError(str(err).replace(param.describe(), allowed_words(param))) from None
 
 

@@ -59,9 +59,23 @@ class Param:
             return f"one of {list(self.choices)}"
         if self.type is bool:
             return "true or false"
-        lo = "-inf" if self.low is None else self.low
-        hi = "inf" if self.high is None else self.high
-        return f"{_TYPES[self.type]} in [{lo}, {hi}]"
+        if self.type is str:
+            return "any text"
+        kind = "a whole number" if self.type is int else "a number"
+        if self.low is not None and self.high is not None:
+            return f"{kind} from {_number_words(self.low)} to {_number_words(self.high)}"
+        if self.low is not None:
+            return f"{kind} of at least {_number_words(self.low)}"
+        if self.high is not None:
+            return f"{kind} of at most {_number_words(self.high)}"
+        return kind
+
+
+def _number_words(value: float) -> str:
+    """10 → "10", 100000 → "100,000", 0.0 → "0", 1e-05 → "1e-05" (bounds as a person reads them)."""
+    if float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:g}"
 
 
 def check_value(param: Param, value: Any) -> Any:
