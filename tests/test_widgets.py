@@ -6,6 +6,7 @@ methods exist; the last tests build forms for every method that is available.
 """
 
 import asyncio
+import html as html_lib
 import math
 import subprocess
 import sys
@@ -124,7 +125,7 @@ def test_param_controls_types_ranges_and_main_only():
     assert isinstance(controls["steps"], ipw.IntSlider)
     assert (controls["steps"].min, controls["steps"].max) == (1, 500)
     assert isinstance(controls["arm"], ipw.Dropdown) and list(controls["arm"].options) == ["a", "b"]
-    assert isinstance(controls["noise"], ipw.FloatText)
+    assert isinstance(controls["noise"], forms.TextNumberBox) and controls["noise"].value == 0.0
     assert "no upper bound" in controls["noise"].tooltip and "a number of at least 0" in controls["noise"].tooltip
     assert "hidden" in param_controls(TOY_PARAMS, main_only=False)
     assert isinstance(param_controls([Param("flag", bool, True)])["flag"], ipw.Checkbox)
@@ -230,7 +231,7 @@ def test_explorer_shows_a_bad_value_in_red_and_records_nothing(toy, store):
     ex = explorer(toy, record=True)
     ex.controls["noise"].value = -1.0  # below the param's low bound
     assert ex.train() is None
-    assert "ValueError: noise=-1.0 is out of range" in ex.status.value
+    assert "Not trained" in ex.status.value and "noise=-1.0 is out of range" in ex.status.value
     assert forms.ERROR_COLOUR in ex.status.value
     assert not ex.train_button.disabled
     assert len(store.runs()) == 0
@@ -238,6 +239,123 @@ def test_explorer_shows_a_bad_value_in_red_and_records_nothing(toy, store):
     ex.train()
     assert "[DOES NOT HOLD]" in ex.status.value
     assert list(store.runs()["method"]) == ["toy"]
+
+
+def test_ipywidgets_number_box_checks_each_keystroke_and_never_rewrites_the_text():
+    box = forms.make_control(N_PAIRS)
+    assert isinstance(box, forms.TextNumberBox) and (box.value, box.error, box.input.value) == (300, "", "300")
+    assert box.refusal.layout.display == "none" and box.input.continuous_update
+    for text in ("2.5", "abc", "", "5", "-1"):  # IntText would hold 2 for "2.5"; BoundedIntText clamps -1
+        box.input.value = text
+        assert box.value is None and box.input.value == text and box.text == text, text
+        assert "a whole number from 10 to 100,000" in box.error and box.error in html_lib.unescape(box.refusal.value)
+        assert box.refusal.layout.display != "none" and forms.ERROR_COLOUR in box.refusal.value
+    box.input.value = "25"
+    assert (box.value, box.error, box.refusal.layout.display) == (25, "", "none")
+    box.value = 40  # from Python (a preset switch): the text follows
+    assert (box.input.value, box.value) == ("40", 40)
+    box.input.value = "<b>x</b>"
+    assert box.value is None and "&lt;b&gt;" in box.refusal.value and "<b>x" not in box.refusal.value
+
+
+def test_explorer_sliders_have_no_typeable_readout(toy):
+    ex = explorer(toy)
+    shown = {c: box for box in ex.children for c in getattr(box, "children", ()) if c in ex.controls.values()}
+    for name in ("lr", "steps"):  # an ipywidgets readout clamps and rounds what is typed into it
+        slider = ex.controls[name]
+        assert isinstance(slider, forms.SLIDERS) and not slider.readout
+        label = shown[slider].children[1]
+        assert isinstance(label, ipw.Label) and label.value == {"lr": "0.1", "steps": "20"}[name]
+    ex.controls["steps"].value = 7
+    assert shown[ex.controls["steps"]].children[1].value == "7"
+
+
+@pytest.mark.parametrize(
+    "box, text, words",
+    [
+        ("noise", "2.5x", "noise='2.5x' is not a valid value: expected a number of at least 0"),
+        ("noise", "abc", "noise='abc' is not a valid value: expected a number of at least 0"),
+        ("noise", "", "noise is empty: expected a number of at least 0"),
+        ("noise", "-1", "noise=-1.0 is out of range: expected a number of at least 0"),
+        ("seed", "2.5", "seed='2.5' is not allowed: expected a whole number from 0"),
+        ("seed", "abc", "seed='abc' is not allowed"),
+        ("seed", "", "seed is empty: expected a whole number from 0"),
+        ("seed", "-1", "seed=-1 is not allowed: expected a whole number from 0"),
+    ],
+)
+def test_explorer_refuses_typed_values_and_runs_nothing(toy, store, monkeypatch, box, text, words):
+    ex = explorer(toy, record=True)
+    calls = []
+    real_run = toy.run
+    monkeypatch.setattr(toy, "run", lambda **kw: calls.append(kw) or real_run(**kw))
+    target = ex.seed_box if box == "seed" else ex.controls[box]
+    target.input.value = text
+    assert target.value is None and words in html_lib.unescape(target.refusal.value)
+    assert ex.train() is None
+    shown = html_lib.unescape(ex.status.value)
+    assert "Not trained" in shown and words in shown and forms.ERROR_COLOUR in ex.status.value
+    assert calls == [] and len(store.runs()) == 0 and not ex.train_button.disabled
+
+
+def test_explorer_names_every_refused_box_then_trains_with_the_typed_values(toy, store):
+    ex = explorer(toy, record=True)
+    ex.controls["noise"].input.value = "abc"
+    ex.seed_box.input.value = "-1"
+    assert ex.train() is None
+    assert "noise='abc'" in ex.status.value and "seed=-1" in ex.status.value and len(store.runs()) == 0
+    ex.controls["noise"].input.value = "0.25"
+    ex.seed_box.input.value = "3"
+    result = ex.train()
+    assert (result.params["noise"], result.seed) == (0.25, 3) and "Not trained" not in ex.status.value
+    assert len(store.runs()) == 1
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_explorer_warns_before_the_full_preset_without_a_gpu_and_still_trains(toy, monkeypatch, gpu):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    ex = explorer(toy, device="cpu" if gpu else "auto")  # a GPU the run is told not to use warns too
+    assert ex.warning.layout.display == "none" and ex.warning.value == ""
+    ex.preset_picker.value = "full"
+    assert "sized for one GPU" in ex.warning.value and ex.warning.layout.display != "none"
+    ex.preset_picker.value = "standard"
+    assert ex.warning.layout.display == "none"
+    ex.preset_picker.value = "full"
+    result = ex.train()  # warned, not blocked
+    assert result is not None and result.preset == "full" and "Not trained" not in ex.status.value
+    assert "sized for one GPU" in ex.warning.value
+
+
+def test_explorer_does_not_warn_with_a_gpu(toy, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    ex = explorer(toy)
+    ex.preset_picker.value = "full"
+    assert ex.warning.value == "" and ex.warning.layout.display == "none"
+    assert forms.preset_warning("full") == "" and forms.preset_warning("full", "cpu") == forms.FULL_ON_CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert forms.preset_warning("full") == forms.FULL_ON_CPU and forms.preset_warning("standard") == ""
+
+
+def test_method_page_warns_before_the_full_preset_without_a_gpu(toy, store, monkeypatch):
+    import torch
+
+    from widgets.app import MethodPage
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    page = MethodPage(toy, store=store)
+    assert not page.warning.visible
+    page.preset.value = "full"
+    assert page.warning.visible and "sized for one GPU" in rendered(page.warning)
+    result = page.train_now()  # warned, not blocked
+    assert result is not None and result.preset == "full" and page.warning.visible and len(store.runs()) == 1
+    page.preset.value = "quick"
+    assert not page.warning.visible
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    page.preset.value = "full"
+    assert not page.warning.visible
 
 
 def test_explorer_rejects_unknown_methods():

@@ -10,7 +10,8 @@ Two pages, picked by the URL query:
 
 Everything from the URL, the form or the run store is shown as text (escaped; see ``widgets.forms.markdown_text``).
 Number boxes and the seed are checked as they are typed; Train refuses, naming each refused box, and starts
-nothing while one holds a text that is not a valid value.
+nothing while one holds a text that is not a valid value. Picking the full preset without a GPU shows a warning
+(the full preset is sized for one GPU) and blocks nothing.
 
 Training runs in a worker thread (``run_in_executor``) so the page stays responsive; the Train
 button's async callback wakes every ``REDRAW_EVERY_S`` seconds on the server's event loop to redraw
@@ -36,6 +37,7 @@ from widgets.forms import (
     method_name,
     missing_metric_note,
     new_live_figure,
+    preset_warning,
     resolve_method,
 )
 from widgets.panel_forms import labelled, panel_controls, panel_preset_select, seed_box
@@ -152,6 +154,8 @@ class MethodPage:
         self.curves = LiveCurves(self.metric)
         self.controls = panel_controls(self.params)
         self.preset = panel_preset_select(self.controls, self.params)
+        self.warning = pn.pane.Alert("", alert_type="warning", visible=False, css_classes=["labkit-warning"])
+        self.preset.param.watch(lambda event: self.show_warning(), "value")
         self.seed = seed_box(0)
         self.train_button = pn.widgets.Button(label="Train", color="primary", width=300)
         self.train_button.on_click(self._on_train)
@@ -175,6 +179,7 @@ class MethodPage:
         by_name = {p.name: p for p in self.params}
         form = pn.Column(
             self.preset,
+            self.warning,
             *[labelled(c, by_name[n]) for n, c in self.controls.items()],
             self.seed,
             self.train_button,
@@ -198,6 +203,13 @@ class MethodPage:
             f"[← all methods](?)\n# {info.id:02d} · {markdown_text(info.short)}\n{markdown_text(info.title)} · "
             f"[arXiv {info.arxiv}]({info.arxiv_url}) · {markdown_text(info.family)} · notebook `{info.notebook}`"
         )
+
+    def show_warning(self) -> str:
+        """Show (or hide) the warning for the picked preset (the full preset without a GPU); returns its text."""
+        text = preset_warning(self.preset.value, self.device)
+        self.warning.object = markdown_text(text)
+        self.warning.visible = bool(text)
+        return text
 
     # -- training -----------------------------------------------------------------------------
 
@@ -231,6 +243,7 @@ class MethodPage:
         self.train_button.disabled = True
         self.train_button.label = "Training…"
         self.status.object = f"Training at preset **{markdown_text(kwargs['preset'])}** …"
+        self.show_warning()
         return kwargs
 
     def _run(self, kwargs: dict):

@@ -13,12 +13,15 @@ int, bounded, span <= 1000    integer slider
 float, ``log``, low > 0       log slider over [low, high]
 float, bounded                slider, if every preset value is easy to reach on it (none squeezed
                               into the first 5% of the range); otherwise a number box
-unbounded or very wide        number box (the run checks the range and explains a bad value)
+unbounded or very wide        number box: a text box checked as it is typed
 ============================  =================================================================
 
-In the Panel app a number box is a text box checked as it is typed (:func:`parse_typed`, which uses
-labkit's own :func:`~labkit.core.params.check_value`): what is typed is never rounded, clamped or
-replaced, and a refusal says in words what is allowed (:func:`allowed_words`). Text shown in Markdown
+In the notebook explorer (:class:`TextNumberBox`) and in the Panel app a number box, and the seed's box, is a
+text box checked as it is typed (:func:`parse_typed` / :func:`parse_seed`, which use labkit's own
+:func:`~labkit.core.params.check_value`): what is typed is never rounded, clamped or replaced, a refusal says in
+words what is allowed (:func:`allowed_words`), and Train refuses (naming every refused box) and runs nothing.
+Sliders stay only where both bounds are set: dragged, they offer only in-range values on their steps; their
+typeable readout (which clamps and rounds) is replaced by a label (:func:`with_readout`). Text shown in Markdown
 or HTML panes goes through :func:`markdown_text` / :func:`html_text`, so a URL or a typed value can
 make no markup and run no script.
 
@@ -47,6 +50,7 @@ MAX_LOG_DECADES = 9  # wider log ranges get a number box
 SQUEEZED = 0.05  # a float slider is refused when a preset value sits this close to its low end
 REDRAW_EVERY_S = 0.3  # live plots redraw at most this often while training
 ERROR_COLOUR = "#b00020"
+WARNING_COLOUR = "#9a6700"
 
 
 # --------------------------------------------------------------------------- Param -> control rules
@@ -154,6 +158,27 @@ def markdown_text(text: str) -> str:
 def html_text(text: str) -> str:
     """``text`` shown as itself inside HTML (element content and attribute values)."""
     return html.escape(str(text), quote=True)
+
+
+FULL_ON_CPU = (
+    "The full preset is sized for one GPU, and no GPU is available here: on a CPU it may take very long. "
+    "Train still runs it; the standard preset takes minutes on a CPU."
+)
+
+
+def gpu_available() -> bool:
+    """Whether torch sees a CUDA GPU (torch is imported only when this is asked)."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def preset_warning(preset: str, device: str = "auto") -> str:
+    """A warning to show before training ``preset`` on ``device`` ('' when there is none): the full preset
+    without a GPU (or on ``device="cpu"``) may take very long. It warns; it blocks nothing."""
+    if preset != "full" or (device != "cpu" and gpu_available()):
+        return ""
+    return FULL_ON_CPU
 
 
 def shown_params(params: Iterable[Param], main_only: bool = True) -> list[Param]:
@@ -318,7 +343,9 @@ def make_control(param: Param, value=None):
     if kind == "text":
         return ipw.Text(value=value, **common)
     if kind == "int_slider":
-        return ipw.IntSlider(value=value, min=spec.low, max=spec.high, step=1, continuous_update=False, **common)
+        return ipw.IntSlider(
+            value=value, min=spec.low, max=spec.high, step=1, continuous_update=False, readout=False, **common
+        )
     if kind == "float_slider":
         return ipw.FloatSlider(
             value=value,
@@ -327,6 +354,7 @@ def make_control(param: Param, value=None):
             step=spec.step,
             readout_format=".3g",
             continuous_update=False,
+            readout=False,
             **common,
         )
     if kind == "log_slider":
@@ -338,11 +366,25 @@ def make_control(param: Param, value=None):
             step=spec.step,
             readout_format=".3g",
             continuous_update=False,
+            readout=False,
             **common,
         )
-    if kind == "int_box":
-        return ipw.IntText(value=value, **common)
-    return ipw.FloatText(value=value, **common)
+    return TextNumberBox(lambda text: parse_typed(param, text), value, **common)
+
+
+SLIDERS = (ipw.IntSlider, ipw.FloatSlider, ipw.FloatLogSlider)
+
+
+def with_readout(control):
+    """A slider shown with its value beside it, as a label that cannot be typed into (an ipywidgets slider's own
+    readout can: it clamps 1000 to the slider's end and rounds "2.5" on an int slider, without a word).
+    Any other control is returned as it is."""
+    if not isinstance(control, SLIDERS):
+        return control
+    fmt = str if isinstance(control, ipw.IntSlider) else (lambda v: f"{v:.3g}")
+    label = ipw.Label(fmt(control.value))
+    ipw.dlink((control, "value"), (label, "value"), transform=fmt)
+    return ipw.HBox([control, label])
 
 
 def param_controls(params: Iterable[Param], preset: str = "quick", main_only: bool = True, make=None) -> dict:
@@ -374,6 +416,54 @@ def preset_dropdown(controls: dict, params: Iterable[Param], preset: str = "quic
     return picker
 
 
+class TextNumberBox(ipw.VBox):
+    """A number typed as text, checked on every keystroke; the refusal shows in words under the box.
+
+    ipywidgets' ``IntText`` turns "2.5" into 2, ``BoundedIntText`` clamps -1 to 0, and both hold no "abc" or empty
+    text: the box would show one value and train on another. Here the text is never changed behind the learner's
+    back: ``parse(text)`` returns the value or raises ``ValueError`` worded for the learner. ``value`` is the checked
+    value, or ``None`` while the text is refused (then ``error`` says why); setting ``value`` writes its text.
+    """
+
+    def __init__(self, parse, value, description: str, tooltip: str = "", **common):
+        self.parse = parse
+        self.input = ipw.Text(
+            value=text_of(value), description=description, tooltip=tooltip, continuous_update=True, **common
+        )
+        self.refusal = ipw.HTML("", layout=ipw.Layout(display="none", margin="0 0 0 144px"))
+        self.text = ""
+        self.error = ""
+        self._value = None
+        super().__init__([self.input, self.refusal], tooltip=tooltip)
+        self._check(self.input.value)
+        self.input.observe(lambda change: self._check(change["new"]), names="value")
+
+    @property
+    def value(self):
+        return self._value
+
+    @value.setter
+    def value(self, value) -> None:
+        text = text_of(value)
+        if text == self.input.value:
+            self._check(text)
+        self.input.value = text  # the observer checks it
+
+    def _check(self, text: str) -> None:
+        self.text = text or ""
+        try:
+            self._value, self.error = self.parse(self.text), ""
+        except ValueError as err:
+            self._value, self.error = None, str(err)
+        self.refusal.value = f'<span style="color:{ERROR_COLOUR}">{html_text(self.error)}</span>' if self.error else ""
+        self.refusal.layout.display = "" if self.error else "none"
+
+
+def form_errors(boxes: Iterable) -> list[str]:
+    """Why a form cannot train as it is: the refusal of every box that holds a refused text, in form order."""
+    return [box.error for box in boxes if getattr(box, "error", "")]
+
+
 class Explorer(ipw.VBox):
     """A method's form, a Train button, a live plot of one metric, and the claim checks.
 
@@ -399,11 +489,13 @@ class Explorer(ipw.VBox):
         self.result = None
         self.controls = param_controls(self.params, "quick", main_only)
         self.preset_picker = preset_dropdown(self.controls, self.params)
-        self.seed_box = ipw.BoundedIntText(
-            value=0,
-            min=0,
-            max=2**31 - 1,
+        self.warning = ipw.HTML("", layout=ipw.Layout(display="none"))
+        self.preset_picker.observe(lambda change: self._show_warning(), names="value")
+        self.seed_box = TextNumberBox(
+            parse_seed,
+            0,
             description="seed",
+            tooltip="a whole number from 0",
             style={"description_width": "140px"},
             layout=ipw.Layout(width="460px"),
         )
@@ -415,7 +507,16 @@ class Explorer(ipw.VBox):
         plot = self.figure if self.plot_output is None else self.plot_output
         title = ipw.HTML(f"<b>{html.escape(method_name(self.module))}</b>: change the knobs, then Train")
         super().__init__(
-            [title, self.preset_picker, *self.controls.values(), self.seed_box, self.train_button, self.status, plot]
+            [
+                title,
+                self.preset_picker,
+                self.warning,
+                *map(with_readout, self.controls.values()),
+                self.seed_box,
+                self.train_button,
+                self.status,
+                plot,
+            ]
         )
         self._show_figure()
 
@@ -424,13 +525,20 @@ class Explorer(ipw.VBox):
         return {name: control.value for name, control in self.controls.items()}
 
     def train(self, _button=None):
-        """Run the method with the form's values; update the plot live; show claims or the error."""
+        """Run the method with the form's values; update the plot live; show claims or the error.
+
+        A box holding a refused text stops it before anything runs: the status names every refused box."""
+        errors = form_errors([*self.controls.values(), self.seed_box])
+        if errors:
+            self._set_status("Not trained: fix the boxes first.\n" + "\n".join(errors), error=True)
+            return None
         preset = self.preset_picker.value
         overrides = changed_values(self.params, self.values(), preset)
         curves = LiveCurves(self.metric)
         self._reset_figure()
         self.train_button.disabled = True
-        self._set_status(f"training ({preset}{_describe(overrides)}) …")
+        warning = self._show_warning()
+        self._set_status(f"training ({preset}{_describe(overrides)}) …" + (f"\n\n{warning}" if warning else ""))
 
         def on_row(row):
             curves.add(row)
@@ -458,6 +566,13 @@ class Explorer(ipw.VBox):
         head = f"done in {result.duration_s:.1f} s · preset {preset} · seed {result.seed}{_describe(overrides)}"
         self._set_status(head + "\n\n" + claims_text(result) + (f"\n\n{note}" if note else ""))
         return result
+
+    def _show_warning(self) -> str:
+        """Show (or hide) the warning for the picked preset under the preset picker; returns its text."""
+        text = preset_warning(self.preset_picker.value, self.device)
+        self.warning.value = f'<span style="color:{WARNING_COLOUR}">⚠ {html_text(text)}</span>' if text else ""
+        self.warning.layout.display = "" if text else "none"
+        return text
 
     def _set_status(self, text: str, error: bool = False) -> None:
         colour = f"color:{ERROR_COLOUR};" if error else ""
