@@ -219,7 +219,7 @@ result.figures["fractions"]
 if "budgets" in result.figures:
     display(result.figures["budgets"])
 else:
-    print("the query-budget sweep (0.5x, 1x, 2x) runs at the standard preset (sweep_budgets=True)")
+    print("the query-budget sweep (0.5x, 1x, 2x) runs at the full preset, or with sweep_budgets=True")
 
 # %% [markdown]
 # **The distribution gap.** How often each item appears in the real few-shot sequences, the data-free walks and
@@ -286,8 +286,8 @@ Markdown(
 # **The paper's own setting, as far as a CPU allows.** The card's quick world (200 items in clusters of 20, lists of
 # k = 20) makes a list cover about one cluster, so a uniform walk inside it stays in the cluster about as often as a
 # real user does (the stay rates above). The paper's victims return k = 100 items out of thousands. The standard
-# preset moves towards that: I = 1,000 items in clusters of 50, k = 100, 5,000 users, 3 seeds, the budget sweep
-# (0.5×, 1×, 2×) and the ablations (without sampler, without gate, random sequences). There, a uniform walk in a
+# preset moves towards that: I = 1,000 items in clusters of 50, k = 100, 5,000 users, 3 seeds and the ablations
+# (without sampler, without gate, random sequences); add `sweep_budgets=True` for the budget sweep (0.5×, 1×, 2×). There, a uniform walk in a
 # 100-item list leaves the user's clusters far more often than real users do, which is the gap the realistic
 # generator is meant to close. Run this notebook with `preset = "standard"` (several minutes on CPU) to see the
 # claims there; the quick preset's verdict above is the card's toy world, reported as it came out.

@@ -77,7 +77,7 @@ class Knobs:
         4, standard=5, full=5, low=1, high=1000, main=False, help="log Agreement@10 every this many epochs"
     )
     sweep_fractions: bool = knob(True, main=False, help="also run ¼ and ½ of the few-shot fraction")
-    sweep_budgets: bool = knob(False, standard=True, full=True, main=False, help="also run ½× and 2× the budget")
+    sweep_budgets: bool = knob(False, standard=False, full=True, main=False, help="also run ½× and 2× the budget")
     ablations: bool = knob(
         False, standard=True, full=True, main=False, help="also run without sampler, without gate, random sequences"
     )
