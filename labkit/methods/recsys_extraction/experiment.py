@@ -62,7 +62,7 @@ class Knobs:
     sampler_epochs: int = knob(
         20, standard=30, low=1, high=1000, main=False, help="epochs of the sampler P_φ and gate ρ"
     )
-    distill_epochs: int = knob(8, standard=15, full=30, low=1, high=1000, main=False, help="surrogate epochs")
+    distill_epochs: int = knob(8, standard=10, full=30, low=1, high=1000, main=False, help="surrogate epochs")
     lr: float = knob(
         3e-3, standard=2e-3, full=1e-3, low=1e-5, high=1.0, log=True, main=False, help="Adam learning rate (all models)"
     )
