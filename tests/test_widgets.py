@@ -5,7 +5,6 @@ A tiny fake method (``toy``) stands in for the real ones, so these tests do not 
 methods exist; the last tests build forms for every method that is available.
 """
 
-import asyncio
 import html as html_lib
 import math
 import subprocess
@@ -71,6 +70,11 @@ def store(tmp_path, monkeypatch):
 
 def trace_lengths(fig) -> dict:
     return {t.name: len(t.x) for t in fig.data}
+
+
+def mean_lengths(page) -> dict:
+    """``{series: points}`` of the mean curves on an app page's plot."""
+    return {t.name: len(t.x) for t in page.plot.object.data if t.meta == "mean"}
 
 
 def same(value, expected) -> bool:
@@ -380,13 +384,33 @@ def test_panel_controls_follow_the_same_rules():
     controls = panel_forms.panel_controls(TOY_PARAMS)
     assert list(controls) == ["lr", "steps", "arm", "noise"]
     assert isinstance(controls["lr"], panel.widgets.DiscreteSlider)
-    assert isinstance(controls["steps"], panel.widgets.IntSlider)
-    assert (controls["steps"].start, controls["steps"].end) == (1, 500)
+    # a bounded slider comes with a number box, so an exact value can be typed
+    assert isinstance(controls["steps"], panel_forms.SliderBox)
+    assert isinstance(controls["steps"].slider, panel.widgets.IntSlider)
+    assert (controls["steps"].slider.start, controls["steps"].slider.end) == (1, 500)
     assert isinstance(controls["arm"], panel.widgets.Select) and controls["arm"].options == ["a", "b"]
     # a number box is a text box checked as typed (Panel's FloatInput/IntInput rewrite what is typed)
     assert isinstance(controls["noise"], panel_forms.NumberBox) and controls["noise"].value == 0.0
     assert isinstance(panel_forms.panel_control(Param("flag", bool, True)), panel.widgets.Checkbox)
-    assert isinstance(panel_forms.panel_control(Param("f", float, 0.5, low=0, high=1)), panel.widgets.FloatSlider)
+    frac = panel_forms.panel_control(Param("f", float, 0.5, low=0, high=1))
+    assert isinstance(frac, panel_forms.SliderBox) and isinstance(frac.slider, panel.widgets.FloatSlider)
+
+
+def test_slider_box_takes_an_exact_typed_value_and_follows_the_slider():
+    box = panel_forms.panel_control(Param("rounds", int, 100, low=1, high=1000))
+    assert (box.value, box.slider.value, box.box.input.value) == (100, 100, "100")
+    box.box.input.value_input = "25"  # hard to hit by dragging a 1-1000 slider; typed, it is exact
+    assert (box.value, box.slider.value, box.error) == (25, 25, "")
+    box.box.input.value_input = "2.5"  # refused in words; the slider stays where it was
+    assert box.value is None and "a whole number from 1 to 1,000" in box.error and box.slider.value == 25
+    assert box.text == "2.5"  # the text stays as typed
+    box.slider.value = 700  # dragged: the box follows
+    assert (box.value, box.box.input.value, box.error) == (700, "700", "")
+    box.value = 40  # a preset switch: both follow
+    assert (box.box.input.value, box.slider.value) == ("40", 40)
+    frac = panel_forms.panel_control(Param("f", float, 0.5, low=0, high=1))
+    frac.slider.value = 0.35000000000000003  # a slider's float: shown as the number it means
+    assert frac.box.input.value == "0.35" and frac.value == 0.35
 
 
 def test_panel_log_slider_holds_the_preset_values():
@@ -437,8 +461,9 @@ def test_method_page_trains_records_and_lists_runs(toy, store):
     page.controls["steps"].value = 6
     result = page.train_now()
     assert result.params["steps"] == 6 and not page.error.visible
-    assert trace_lengths(page.figure) == {"method": 6, "baseline": 6}
-    assert "[HOLDS] (headline) method beats baseline" in page.claims.object
+    assert mean_lengths(page) == {"method": 6, "baseline": 6}
+    assert 'class="labkit-claim headline" data-verdict="holds"' in page.claims.object
+    assert "method beats baseline" in page.claims.object and ">HOLDS</span>" in page.claims.object
     assert list(page.runs_table.object["changed params"]) == ["steps=6"]
     page.controls["steps"].value = 20  # back to the preset's value: nothing changed
     page.train_now()
@@ -464,10 +489,13 @@ def test_method_page_async_train_runs_in_a_worker_thread(toy, store):
     page = MethodPage(toy, store=store, metric="acc")
     threads = []
     toy.on_step = lambda: threads.append(threading.current_thread())
-    asyncio.run(page._on_train())
+    page._on_train()  # outside a server: no periodic callback; join() finishes the page
+    assert page.train_button.disabled and not page.stop_button.disabled
+    result = page.join()
     assert threads and threads[0] is not threading.main_thread()
-    assert trace_lengths(page.figure) == {"method": 20} and "[HOLDS]" in page.claims.object
-    assert len(page.runs_table.object) == 1
+    assert mean_lengths(page) == {"method": 20} and 'data-verdict="holds"' in page.claims.object
+    assert len(page.runs_table.object) == 1 and result.params["steps"] == 20
+    assert not page.train_button.disabled and page.stop_button.disabled
 
 
 # --------------------------------------------------------------------------- the real methods
@@ -626,12 +654,12 @@ def test_method_page_shows_errors_and_recorded_text_escaped(toy, store):
     from widgets.app import MethodPage
 
     page = MethodPage(toy, store=store)
-    page._finish(error=ValueError(f"arm={INJECTION!r} is not allowed"))
+    page._show_error(ValueError(f"arm={INJECTION!r} is not allowed"))
     shown = rendered(page.error)
     assert "<img" not in shown and "&lt;img src=x" in shown
 
-    class Store:  # a store whose records hold markup (a free-text param, a tampered file)
-        def runs(self, slug):
+    class Runs:  # a store whose records hold markup (a free-text param, a tampered file)
+        def runs(self, slug, user=None):
             return pd.DataFrame(
                 {
                     "id": [1],
@@ -645,10 +673,224 @@ def test_method_page_shows_errors_and_recorded_text_escaped(toy, store):
                 }
             )
 
-    page.store = Store()
+    page.runs = Runs()
     page.refresh_runs()
     table = page.runs_table._transform_object(page.runs_table.object)["object"]
     import html as html_lib
 
     table = html_lib.unescape(table)
     assert "<img" not in table and "<b>" not in table and "&lt;img" in table
+
+
+# --------------------------------------------------------------------------- the app's curves, Stop, users, pages
+
+
+def test_app_curve_draws_mean_band_seeds_on_demand_and_the_previous_run():
+    import pandas as pd
+
+    from widgets.app_plot import curve_figure
+
+    rows = pd.DataFrame(
+        [(seed, step, arm, float(step + seed)) for seed in (0, 1) for arm in ("a", "b") for step in (1, 2, 3)],
+        columns=["seed", "step", "series", "value"],
+    )
+    fig = curve_figure(rows, "loss", "round")
+    metas = [t.meta for t in fig.data]
+    assert metas.count("mean") == 2 and metas.count("band") == 2 and "seed" not in metas
+    mean_a = next(t for t in fig.data if t.meta == "mean")
+    assert list(mean_a.y) == [1.5, 2.5, 3.5]  # mean over the two seeds
+    band = next(t for t in fig.data if t.meta == "band")
+    assert list(band.y)[:3] == pytest.approx([1.5 + 0.5**0.5, 2.5 + 0.5**0.5, 3.5 + 0.5**0.5])  # ±1 sd
+    # the same curve twice: both drawn, distinct dashes, the legend says which is which
+    means = [t for t in fig.data if t.meta == "mean"]
+    assert means[0].line.dash != means[1].line.dash and means[1].name == "b (same curve as a)"
+    assert fig.layout.xaxis.title.text == "round"
+    with_seeds = curve_figure(rows, "loss", show_seeds=True, previous=rows[rows["series"] == "a"])
+    metas = [t.meta for t in with_seeds.data]
+    assert metas.count("seed") == 4 and metas.count("previous") == 1
+    assert next(t for t in with_seeds.data if t.meta == "previous").name == "previous run: a"
+
+
+@pytest.mark.parametrize(
+    "values, last_step, label",
+    [
+        ({"rounds": 25, "local_epochs": 1}, None, "round"),
+        ({"n_steps": 2000, "log_every": 100}, None, "step"),
+        ({"n_iters": 40, "n_steps": 2}, 40, "iteration"),
+        ({"n_iters": 40, "n_steps": 200}, 199, "step"),
+        ({"epochs": 3, "sft_steps": 10}, 3, "epoch"),
+        ({"lr": 0.1}, None, "step"),
+    ],
+)
+def test_app_x_axis_is_named_by_what_a_step_counts(values, last_step, label):
+    import pandas as pd
+
+    from widgets.app_plot import x_axis_label
+
+    module = types.SimpleNamespace(PARAMS=[])
+    history = None
+    if last_step is not None:
+        history = pd.DataFrame(
+            {"seed": 0, "step": [0, last_step], "series": "a", "metric": "m", "value": 1.0},
+        )
+    assert x_axis_label(module, values, history, "m") == label
+    module.STEP_LABEL = "game"  # a method may say it itself
+    assert x_axis_label(module, values, history, "m") == "game"
+
+
+def test_method_page_stop_ends_the_run_and_records_nothing(toy, store):
+    from widgets.app import MethodPage
+
+    page = MethodPage(toy, store=store)
+    toy.on_step = page.stop  # pressed while the run goes (at step 10)
+    page.controls["steps"].value = 40
+    page._on_train()
+    assert page.join() is None
+    assert "Stopped" in page.status.object and "nothing was recorded" in page.status.object
+    assert not page.error.visible and len(store.runs()) == 0
+    assert max(mean_lengths(page).values()) <= 11  # what was drawn before the stop
+    toy.on_step = None
+    assert page.train_now() is not None and len(store.runs()) == 1  # Train works again
+
+
+def test_method_page_overlays_its_previous_run(toy, store):
+    from widgets.app import MethodPage
+
+    page = MethodPage(toy, store=store)
+    page.train_now()
+    assert [t.meta for t in page.plot.object.data].count("previous") == 0
+    page.controls["steps"].value = 5
+    page.train_now()
+    previous = [t for t in page.plot.object.data if t.meta == "previous"]
+    assert {t.name for t in previous} == {"previous run: method", "previous run: baseline"}
+    assert {len(t.x) for t in previous} == {20} and mean_lengths(page) == {"method": 5, "baseline": 5}
+
+
+def test_recent_runs_are_per_user_unless_all_are_asked_for(toy, store):
+    from widgets.app import MethodPage
+
+    alice, bob = MethodPage(toy, store=store, user="a" * 32), MethodPage(toy, store=store, user="b" * 32)
+    alice.train_now()
+    bob.refresh_runs()
+    assert len(alice.runs_table.object) == 1 and len(bob.runs_table.object) == 0
+    bob.all_users.value = True
+    assert len(bob.runs_table.object) == 1
+    toy.run(record=True)  # a run outside the app (CLI, notebook): no user, listed among all users' runs
+    alice.refresh_runs()
+    bob.refresh_runs()
+    assert (len(alice.runs_table.object), len(bob.runs_table.object)) == (1, 2)
+
+
+def test_estimated_time_per_preset(toy, store):
+    from widgets.app import MethodPage
+    from widgets.app_store import benchmark_seconds, estimated_time
+
+    page = MethodPage(toy, store=store)
+    assert page.show_estimate().startswith("unknown")
+    page.train_now()
+    assert "median of 1 recorded run" in page.show_estimate()
+    page.preset.value = "standard"
+    assert page.show_estimate().startswith("unknown")
+    rpo = labkit.get_method("rpo")
+    if rpo.id in benchmark_seconds():
+        assert "BENCHMARKS" in estimated_time(store, "rpo", rpo.id, "quick")
+
+
+def test_gallery_search_and_family_filter():
+    from widgets.app import Gallery
+
+    gallery = Gallery()
+    assert len(gallery.filter()) == 30
+    gallery.search.value_input = "rpo"
+    assert "rpo" in gallery.filter() and len(gallery.filter()) < 30
+    gallery.search.value_input = ""
+    family = labkit.METHODS[0].family
+    gallery.family.value = family
+    assert gallery.filter() == [m.slug for m in labkit.METHODS if m.family == family]
+    gallery.search.value_input = "no such method at all"
+    assert gallery.filter() == [] and "0 of 30 shown" in gallery.count.object
+
+
+def test_gallery_cards_show_the_newest_verdict(store):
+    from widgets.app import gallery
+
+    rpo = labkit.get_method("rpo")
+    record = {
+        "method": "rpo", "preset": "quick", "seed": 0, "device": "cpu", "params": {}, "metrics": {}, "claims": [],
+        "claims_hold": False, "verdict": "inconclusive", "duration_s": 1.0, "created_at": 0.0, "notebook": None,
+        "history": [],
+    }  # fmt: skip
+    store.insert(record)
+    store.insert({**record, "verdict": "holds"})  # the newest
+    html = "".join(obj.object for obj in gallery(store=store).select(panel.pane.HTML))
+    card = html[html.index(f'data-slug="{rpo.slug}"') :].split("</div></div>")[0]
+    assert ">HOLDS</span>" in card and "INCONCLUSIVE" not in card
+    other = next(m for m in labkit.available_methods() if m.slug != "rpo")
+    card = html[html.index(f'data-slug="{other.slug}"') :].split("</div></div>")[0]
+    assert "no run yet" in card
+
+
+def test_claim_cards_show_verdict_sentence_and_numbers_escaped():
+    from widgets.app import claim_cards
+
+    claims = [
+        ClaimCheck("method beats <b>baseline</b>", "gap", [0.2, 0.3, 0.25], margin=0.0, headline=True).to_dict(),
+        ClaimCheck("a weak one", "gap", [0.1, -0.1, 0.05], margin=0.0, numbers={"acc": 0.5}).to_dict(),
+    ]
+    html = claim_cards(claims)
+    assert html.index('data-verdict="holds"') < html.index('data-verdict="inconclusive"')
+    assert "&lt;b&gt;baseline&lt;/b&gt;" in html and "<b>" not in html
+    assert "acc = 0.500" in html and "claim: mean ≥ +0.000" in html
+    assert "no claim" in claim_cards([])
+
+
+def test_method_page_teaches_from_its_guide(toy, store, monkeypatch):
+    from widgets import app
+    from widgets.app import MethodPage
+
+    guide = types.SimpleNamespace(
+        what_you_see="Two arms decay.",
+        equation=r"v_{t+1} = (1 - \eta) v_t",
+        equation_note="η is the step size.",
+        experiments=(types.SimpleNamespace(title="Longer", overrides={"steps": 7, "hidden": 4}, expect="Lower loss."),),
+    )
+    monkeypatch.setattr(app, "guide_of", lambda slug: guide)
+    page = MethodPage(toy, store=store)
+    panes = page.view.select(panel.pane.LaTeX)
+    assert panes and guide.equation in panes[0].object
+    page.apply_experiment(guide.experiments[0])
+    assert page.controls["steps"].value == 7 and page.extra_overrides == {"hidden": 4}
+    assert page.expect.visible and "Lower loss" in page.expect.object and "hidden=4" in page.expect.object
+    result = page.train_now()
+    assert (result.params["steps"], result.params["hidden"]) == (7, 4)
+    monkeypatch.setattr(app, "guide_of", lambda slug: None)  # no guide: no teaching parts, the page still builds
+    assert not MethodPage(toy, store=store).view.select(panel.pane.LaTeX)
+
+
+def test_navigation_lab_link_and_neighbours():
+    from widgets.app import contents, lab_link, neighbours
+
+    available = labkit.available_methods()
+    first, second = available[0], available[1]
+    assert neighbours(first.slug) == (None, second)
+    assert neighbours(second.slug)[0] == first and neighbours("nope") == (None, None)
+    assert lab_link(first).endswith(f"/lab/tree/notebooks/{first.id:02d}_{first.slug}.ipynb")
+    assert all(f"?method={m.slug})" in contents().object for m in available)
+
+
+def test_compare_page_overlays_runs_with_a_table_and_csv(toy, store):
+    from widgets.app import MethodPage
+    from widgets.compare import ComparePage
+
+    page = MethodPage(toy, store=store, user="u" * 32)
+    page.train_now()
+    page.controls["steps"].value = 6
+    page.train_now()
+    compare = ComparePage(toy, store=store, user="u" * 32)
+    assert len(compare.picker.value) == 2
+    names = sorted(t.name for t in compare.plot.object.data)
+    assert len(names) == 4 and {n.split(" ")[0] for n in names} == {f"#{i}" for i in compare.picker.value}
+    table = compare.table.object
+    assert list(table["steps"]) == [6, 20] and "loss" in table.columns  # the param that differs, the metrics
+    assert compare.csv().read().splitlines()[0].startswith("id,preset,seed,headline claim,steps")
+    assert len(ComparePage(toy, store=store, user="v" * 32).picker.value) == 0  # another user's runs: not listed

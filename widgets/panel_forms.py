@@ -4,10 +4,12 @@
 only maps each kind to its Panel widget. Panel has no log slider, so a ``log_slider`` becomes a
 ``DiscreteSlider`` over log-spaced values (the presets' values among them).
 
-Number boxes (``int_box``, ``float_box``, and the app's seed) are :class:`NumberBox`: a text box whose text
-is never changed behind the learner's back (Panel's ``IntInput`` turns "2.5" into 25, "abc" into ``None``
-and clamps -1 to 0). What is typed is checked on every keystroke by labkit's own rules; a refusal shows
-under the box in words, and ``value`` is ``None`` until the text is a valid value.
+Bounded sliders (``int_slider``, ``float_slider``) are :class:`SliderBox`: a number box over a slider, so an
+exact value can be typed. Number boxes (``int_box``, ``float_box``, the app's seed, and a slider's box) are
+:class:`NumberBox`: a text box whose text is never changed behind the learner's back (Panel's ``IntInput``
+turns "2.5" into 25, "abc" into ``None`` and clamps -1 to 0). What is typed is checked on every keystroke by
+labkit's own rules; a refusal shows under the box in words, and ``value`` is ``None`` until the text is a valid
+value.
 """
 
 from __future__ import annotations
@@ -78,6 +80,60 @@ class NumberBox(pn.viewable.Viewer):
         return pn.Column(self.input, self.refusal, margin=0)
 
 
+class SliderBox(pn.viewable.Viewer):
+    """A number box with a slider under it: drag to explore the range, or type an exact value (25 on a 1-1000
+    slider is hard to hit by dragging). The box is the value: typing a valid value moves the slider, dragging
+    writes the slider's value into the box; a refused text leaves the slider where it was (see :class:`NumberBox`).
+    """
+
+    def __init__(self, slider, parse: Callable[[str], object], value, label: str):
+        super().__init__()
+        self.slider = slider
+        self.box = NumberBox(parse, value, label)
+        self._syncing = False
+        self.box.input.param.watch(lambda *events: self._to_slider(), ["value_input", "value"])
+        self.slider.param.watch(lambda event: self._to_box(event.new), "value")
+
+    @property
+    def value(self):
+        return self.box.value
+
+    @value.setter
+    def value(self, value) -> None:
+        self.box.value = value
+        self._to_slider()
+
+    @property
+    def error(self) -> str:
+        return self.box.error
+
+    @property
+    def text(self) -> str:
+        return self.box.text
+
+    def _to_slider(self) -> None:
+        value = self.box.value
+        if self._syncing or value is None:
+            return
+        self._syncing = True
+        try:
+            self.slider.value = min(max(value, self.slider.start), self.slider.end)
+        finally:
+            self._syncing = False
+
+    def _to_box(self, value) -> None:
+        if self._syncing:
+            return
+        self._syncing = True
+        try:
+            self.box.value = float(f"{value:.6g}") if isinstance(value, float) else value  # no 0.35000000000000003
+        finally:
+            self._syncing = False
+
+    def __panel__(self):
+        return pn.Column(self.box, self.slider, margin=0)
+
+
 def seed_box(value: int = 0) -> NumberBox:
     """The seed's box: a whole number from 0, by labkit's ``check_seed``."""
     return NumberBox(parse_seed, value, "seed")
@@ -103,11 +159,13 @@ def panel_control(param: Param, value=None):
     if kind == "text":
         return pn.widgets.TextInput(value=value, **common)
     if kind == "int_slider":
-        return pn.widgets.IntSlider(value=value, start=int(spec.low), end=int(spec.high), step=1, **common)
+        slider = pn.widgets.IntSlider(value=value, start=int(spec.low), end=int(spec.high), step=1, width=WIDTH)
+        return SliderBox(slider, lambda text: parse_typed(param, text), value, param.name)
     if kind == "float_slider":
-        return pn.widgets.FloatSlider(
-            value=value, start=spec.low, end=spec.high, step=spec.step, format="0[.]000", **common
+        slider = pn.widgets.FloatSlider(
+            value=value, start=spec.low, end=spec.high, step=spec.step, format="0[.]000", width=WIDTH
         )
+        return SliderBox(slider, lambda text: parse_typed(param, text), value, param.name)
     if kind == "log_slider":
         options = log_options(param, spec.low, spec.high)
         return pn.widgets.DiscreteSlider(options=options, value=float(value), **common)
