@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
-#   make run    create the environment, install, execute every notebook at the quick preset, write the HTML report
+#   make run    create the environment, install, execute every notebook at the quick preset, build the report
+#               (a Jupyter Book with the scoreboard: open report/index.html)
 #   make test   create the environment, install, lint, run the whole test suite (what CI runs)
 # and one for local work:
 #   make test-fast   lint and the unit tests only: no notebooks, no slow runs, no browser (a minute or two)
@@ -44,16 +45,23 @@ test: env browser lint
 test-fast: env lint
 	$(PY) -m pytest tests -m "not slow and not browser" -p no:cacheprovider -q --timeout=300
 
+# each notebook: .py -> .ipynb (--update keeps the cell ids: a rebuild changes only what ran), then all executed in
+# place by papermill from one Python process (labkit.batch; JOBS=2 runs two at a time), each saved with its .py
+# twin through Jupytext as JupyterLab saves it (labkit.cli.strip_widget_state), so that opening a committed
+# notebook in JupyterLab changes nothing
+JOBS ?= 1
 notebooks: env
-	@for src in $$(ls notebooks/[0-9][0-9]_*.py notebooks/index.py | grep -- "$(NB)"); do \
-	  nb=$${src%.py}.ipynb; echo "== $$nb"; \
-	  $(VENV)/bin/jupytext --quiet --set-kernel python3 --to ipynb --output $$nb $$src || exit 1; \
-	  LABKIT_PROGRESS=0 $(VENV)/bin/papermill --log-level WARNING --no-progress-bar -k python3 --cwd notebooks $$nb $$nb || exit 1; \
-	  $(PY) -c "import sys; from labkit.cli import strip_widget_state; strip_widget_state(sys.argv[1])" $$nb; \
-	done
+	@nbs=""; for src in $$(ls notebooks/[0-9][0-9]_*.py notebooks/index.py | grep -- "$(NB)"); do \
+	  nb=$${src%.py}.ipynb; nbs="$$nbs $$nb"; \
+	  $(VENV)/bin/jupytext --quiet --update --set-kernel python3 --to ipynb --output $$nb $$src || exit 1; \
+	done; \
+	LABKIT_PROGRESS=0 $(PY) -m labkit.batch --jobs $(JOBS) --in-place $$nbs
 
+# BENCHMARKS.md: every section but --memory (long); one section: make bench BENCH="--imports --overhead";
+# the standard presets' peak memory: make bench BENCH="--memory rpo dual_rl"; see benchmarks/bench.py
+BENCH ?=
 bench: env
-	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/bench.py $(BENCH)
 
 # how far each method's quick numbers move across torch CPU kernels and thread counts (see BENCHMARKS.md)
 spread: env
@@ -63,8 +71,9 @@ spread: env
 app: env
 	$(VENV)/bin/labkit dashboard --show
 
+# from the repository root, so that Jupytext finds jupytext.toml and keeps each .ipynb paired with its .py
 lab: env
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/notebooks/index.ipynb
 
 clean:
 	rm -rf $(REPORT) runs .pytest_cache

@@ -2,7 +2,7 @@
 
     labkit list [--family F] [--available]
     labkit run SLUG [--preset P] [--seed N] [--device D] [-p KEY=VALUE ...] [--out runs]
-    labkit report [--execute] [--preset P] [--out report] [--runs runs]
+    labkit report [--execute] [--preset P] [--out report] [--runs runs] [--seeds N] [--scheduler ADDRESS]
     labkit sweep SLUG [-p KEY=V1,V2 ...] [--seeds 0,1,2] [--workers N | --scheduler ADDRESS] [--notebook]
     labkit dashboard [--port 5006] [--address 127.0.0.1]
     labkit import FILE ...
@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import html
-import json
 import os
 import subprocess
 import sys
@@ -24,7 +22,7 @@ import time
 from pathlib import Path
 
 from .core.claims import describe_record
-from .core.params import PRESETS, check_run_args, check_seed, parse_assignments
+from .core.params import PRESETS, check_run_args, parse_assignments
 from .core.registry import FAMILIES, METHODS, REPO_ROOT, get_method, markdown_table, readme_with_table
 
 
@@ -82,8 +80,9 @@ def execute_notebook(
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     output = out_dir / f"{ipynb.stem}-{preset}-s{seed}-{stamp}.ipynb"
 
-    import papermill
+    from .batch import import_papermill
 
+    papermill = import_papermill()  # without rfc3987_syntax: seconds of grammar building that nothing here uses
     env_before = {k: os.environ.get(k) for k in ("LABKIT_RECORD", "LABKIT_NOTEBOOK", "LABKIT_PROGRESS")}
     os.environ.update(LABKIT_RECORD="1", LABKIT_NOTEBOOK=str(output), LABKIT_PROGRESS="0")
     start = time.perf_counter()
@@ -144,13 +143,62 @@ def ipc_kernel_manager():
 
 
 def strip_widget_state(path: str | Path) -> None:
-    """Drop the saved ipywidgets state from an executed notebook. It holds, among others, plotly.js for the
-    live figure (~5 MB) and is useless without a kernel; the widgets are rebuilt when the cell runs."""
+    """Drop the saved ipywidgets state from an executed notebook, then keep its paired ``.py`` in step.
+
+    The widget state holds, among others, plotly.js for the live figure (~5 MB) and is useless without a kernel;
+    the widgets are rebuilt when the cell runs.
+
+    A notebook with a ``.py`` twin under a ``jupytext.toml`` (the committed ones, executed in place) is then saved
+    through Jupytext's contents manager, the code JupyterLab saves with, and once more as JupyterLab would read it
+    back: both files get exactly the form JupyterLab + Jupytext write, so opening a committed notebook in
+    JupyterLab changes nothing (issue 15, defect 4), and the .py is never older than the executed .ipynb and
+    different from it (which Jupytext refuses to open). A notebook without a twin (``labkit run``'s copies in the
+    runs folder) is left alone: no ``.py`` is created next to it. A twin whose cells differ from the notebook's
+    (edited after the notebook was made from it) raises ``ValueError`` and is not overwritten.
+    """
     import nbformat
 
+    path = Path(path)
     nb = nbformat.read(str(path), as_version=4)
     if nb.metadata.pop("widgets", None) is not None:
         nbformat.write(nb, str(path))
+    if not path.with_suffix(".py").exists():
+        return
+    from jupytext.config import find_jupytext_configuration_file
+
+    config = find_jupytext_configuration_file(str(path.resolve().parent))
+    if config is None:
+        return
+    import jupytext
+
+    def cells(notebook) -> list[tuple[str, str]]:
+        return [(c.cell_type, c.source.strip()) for c in notebook.cells]
+
+    if cells(jupytext.read(path.with_suffix(".py"))) != cells(nb):
+        # the .py was edited after this .ipynb was made from it: saving the pair would overwrite those edits
+        raise ValueError(
+            f"{path.with_suffix('.py')} has cells that differ from {path.name}: convert it first "
+            f"(`make notebooks NB={path.stem}`), or its edits would be overwritten"
+        )
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+    from jupytext.sync_contentsmanager import build_sync_jupytext_contents_manager_class
+
+    class Unsigned(FileContentsManager):
+        """No trust bookkeeping: signatures live in a database outside the notebook and change no byte of it."""
+
+        def check_and_sign(self, nb, path=""):
+            pass
+
+        def mark_trusted_cells(self, nb, path=""):
+            pass
+
+    root = Path(config).resolve().parent  # where JupyterLab is started (`make lab`): the config is found from there
+    manager = build_sync_jupytext_contents_manager_class(Unsigned)(root_dir=str(root))
+    relative = path.resolve().relative_to(root).as_posix()
+    manager.save({"type": "notebook", "format": "json", "content": nb}, relative)
+    # JupyterLab opens the pair as the .py's cells with the .ipynb's outputs; saved so, the pair is a fixed point
+    reopened = manager.get(relative)
+    manager.save({"type": "notebook", "format": "json", "content": reopened["content"]}, relative)
 
 
 def cmd_run(args) -> int:
@@ -172,220 +220,58 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .core.store import RunStore
+    """Build the report (a Jupyter Book; see :mod:`labkit.report`), after executing the notebooks (``--execute``)
+    and running the missing seeds on Dask (``--seeds N``) when asked."""
+    from .report import ReportBuildError, build_report
 
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    executed = []
-    if args.execute:
-        for m in [m for m in METHODS if m.available]:
-            print(f"executing {m.id:02d} {m.short} at preset={args.preset} ...", flush=True)
-            executed.append(execute_notebook(m.slug, args.preset, 0, "auto", {}, args.runs))
-            print(f"  {executed[-1]['seconds']:.1f} s", flush=True)
-    store = RunStore()
-    runs = store.runs()
-    entries = []
-    for m in METHODS:
-        if not m.available:
-            continue
-        mine = runs[(runs["method"] == m.slug) & runs["notebook"].notna()]
-        if mine.empty:
-            entries.append((m, None, None))
-            continue
-        nb = Path(mine.iloc[0]["notebook"])  # the newest executed notebook ...
-        runs_of_nb = mine[mine["notebook"] == str(nb)].iloc[::-1]  # ... and every run() it made, in order
-        page = None
-        if nb.exists():
-            page = out / (nb.stem + ".html")
-            _notebook_to_html(nb, page)
-        entries.append((m, runs_of_nb, page))
-    index = out / "index.html"
-    index.write_text(_report_html(entries), encoding="utf-8")
+    try:
+        index = build_report(
+            args.out,
+            preset=args.preset,
+            execute=args.execute,
+            runs_dir=args.runs,
+            seeds=args.seeds,
+            scheduler=args.scheduler,
+            say=lambda line: print(line, flush=True),
+        )
+    except ReportBuildError as err:
+        raise CLIError(str(err)) from None
     print(f"report → {index}")
     return 0
 
 
-def _notebook_to_html(notebook: Path, target: Path) -> None:
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(notebook), as_version=4))
-    target.write_text(body, encoding="utf-8")
-
-
-VERDICT_CSS = {"holds": "ok", "does not hold": "no", "inconclusive": "maybe"}
-
-
-def _claim_item(c: dict) -> str:
-    label, line = describe_record(c)
-    css = VERDICT_CSS.get(c.get("verdict"), "maybe")
-    extra = ", ".join(f"{k} = {_num(v)}" for k, v in c.get("numbers", {}).items())
-    return (
-        f"<li class='{css}'><b>{html.escape(label)}</b> {html.escape(line)}"
-        + (f"<br><small>{html.escape(extra)}</small>" if extra else "")
-        + "</li>"
-    )
-
-
-def _report_html(entries) -> str:
-    """The scoreboard: one row per method, the paper's headline claim first with its three-way verdict and
-    interval, the supporting checks below it, and a link to the executed notebook."""
-    esc = html.escape
-    rows, counts = [], {"holds": 0, "does not hold": 0, "inconclusive": 0}
-    for m, runs, page in entries:
-        if runs is None:
-            rows.append(
-                f"<tr><td>{m.id:02d}</td><td>{esc(m.short)}</td><td colspan=5>no executed run yet "
-                f"(<code>labkit run {m.slug}</code>)</td></tr>"
-            )
-            continue
-        labels = _run_labels(list(runs["params"]))
-        first = runs.iloc[0]
-        head = next((c for c in first["claims"] if c.get("headline")), None)
-        if head is not None and head.get("verdict") in counts:
-            counts[head["verdict"]] += 1
-        head_cell = (
-            f"<span class='verdict {VERDICT_CSS.get(head.get('verdict'), 'maybe')}'>"
-            f"{esc(describe_record(head)[0])}</span><br>{esc(describe_record(head)[1])}"
-            if head
-            else "no headline claim recorded"
-        )
-        details = "".join(
-            (f"<p><b>{esc(label)}</b></p>" if label else "")
-            + "<ul>"
-            + "".join(_claim_item(c) for c in run["claims"])
-            + "</ul>"
-            for label, (_, run) in zip(labels, runs.iterrows())
-        )
-        link = f"<a href='{esc(page.name)}'>notebook</a>" if page else "(notebook file missing)"
-        when = _dt.datetime.fromtimestamp(first["created_at"]).strftime("%Y-%m-%d %H:%M")
-        rows.append(
-            f"<tr><td>{m.id:02d}</td><td><a href='{m.arxiv_url}'>{esc(m.short)}</a><br><small>{esc(m.family)}"
-            f"</small></td><td class='head'>{head_cell}</td><td>{esc(first['preset'])}</td>"
-            f"<td>{runs['duration_s'].sum():.1f} s<br><small>{when}</small></td><td>{link}</td>"
-            f"<td><details><summary>all checks</summary>{details}</details></td></tr>"
-        )
-    pending = sum(not m.available for m in METHODS)
-    n = len(METHODS)
-    availability = f"{pending} of {n} methods are not available yet." if pending else f"All {n} methods are available."
-    tally = ", ".join(f"{n} {v}" for v, n in counts.items())
-    return f"""<!doctype html><html><head><meta charset='utf-8'><title>labkit report</title><style>
-body{{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}} table{{border-collapse:collapse;width:100%}}
-td,th{{border-bottom:1px solid #ddd;padding:8px;vertical-align:top;text-align:left}} ul{{margin:0;padding-left:1.2em}}
-.ok b,.verdict.ok{{color:#1a7f37}} .no b,.verdict.no{{color:#b42318}} .maybe b,.verdict.maybe{{color:#9a6700}}
-.verdict{{font-weight:bold}} small{{color:#555}}</style></head><body>
-<h1>labkit scoreboard</h1><p>Each row is the newest recorded run of a method: the paper's <b>headline claim</b> with
-its three-way verdict (holds / does not hold / inconclusive) from a 95% interval over seeds against a margin fixed
-before the run, then the supporting checks and the executed notebook. Headline verdicts: {esc(tally)}.
-{availability}</p>
-<table><tr><th>#</th><th>method</th><th>headline claim</th><th>preset</th><th>run() time</th>
-<th>executed notebook</th><th>supporting checks</th></tr>
-{"".join(rows)}</table></body></html>"""
-
-
-def _run_labels(params: list[dict]) -> list[str]:
-    """For a notebook that called run() more than once: name each run by the params that differ."""
-    if len(params) == 1:
-        return [""]
-    differ = [k for k in params[0] if len({json.dumps(p.get(k)) for p in params}) > 1]
-    return [
-        f"run {i + 1}: " + (", ".join(f"{k}={p[k]}" for k in differ) or "same params") for i, p in enumerate(params)
-    ]
-
-
-def _num(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 def sweep_grid(params: list[str] | None, seeds: str) -> list[dict]:
-    """``["lr=0.1,0.01", "eta=1"]`` and ``"0,1"`` → one dict of overrides (plus ``seed``) per combination."""
-    import itertools
+    """``["lr=0.1,0.01", "eta=1"]`` and ``"0,1"`` → one dict of overrides (plus ``seed``) per combination
+    (see :func:`labkit.sweep.sweep_grid`)."""
+    from .sweep import sweep_grid as grid
 
-    axes = {k: v.split(",") for k, v in parse_assignments(params or []).items()}
-    seed_list = []
-    for text in seeds.split(","):
-        try:
-            seed_list.append(check_seed(text.strip()))
-        except ValueError:
-            raise ValueError(
-                f"--seeds: {text.strip()!r} is not a seed: give whole numbers, e.g. --seeds 0,1,2"
-            ) from None
-    combos = [dict(zip(axes, values)) for values in itertools.product(*axes.values())] or [{}]
-    return [{**combo, "seed": seed} for combo in combos for seed in seed_list]
+    return grid(params, seeds)
 
 
 def _sweep_one(slug: str, preset: str, device: str, job: dict, notebook: bool, out: str) -> dict:
-    """One cell of a sweep (runs on a Dask worker): a direct recorded ``run``, or a papermill execution. A run
-    that fails is recorded as a failure with its error and reported in the table; the other runs go on."""
-    overrides = {k: v for k, v in job.items() if k != "seed"}
-    try:
-        if notebook:
-            done = execute_notebook(slug, preset, job["seed"], device, overrides, out)
-            return {**job, "status": "done", **done}
-        import labkit
+    """One cell of a sweep (see :func:`labkit.sweep.sweep_one`, which the sweep runs on its workers)."""
+    from .sweep import sweep_one
 
-        res = labkit.load(slug).run(
-            preset=preset, seed=job["seed"], device=device, progress=False, record=True, **overrides
-        )
-    except Exception as err:  # noqa: BLE001 - any failure of one cell is reported, not fatal to the sweep
-        from .core.store import RunStore
-
-        message = f"{type(err).__name__}: {err}"
-        RunStore().save_failure(slug, preset, job["seed"], overrides, message)
-        return {**job, "status": "failed", "error": message}
-    verdict = res.verdict.value if res.verdict else None
-    return {**job, "status": "done", **res.metrics, "verdict": verdict, "seconds": res.duration_s}
+    return sweep_one(slug, preset, device, job, notebook, out)
 
 
 def cmd_sweep(args) -> int:
+    """Validate the whole grid, run it on Dask (:func:`labkit.sweep.run_grid`), print the table."""
+    from .sweep import FAILED, run_grid
+
     info = get_method(args.slug)
-    module = info.load()
-    jobs = sweep_grid(args.param, args.seeds)
-    from .core.store import RunStore
-
-    store = RunStore()  # every run records into it: refuse a damaged store before anything starts
-    todo, rows = [], []
-    for job in jobs:  # validate the whole grid before starting anything
-        overrides = {k: v for k, v in job.items() if k != "seed"}
-        try:
-            values = check_run_args(module.PARAMS, args.preset, overrides, job["seed"], args.device)
-        except ValueError as err:
-            raise ValueError(f"sweep cell {job}: {err} (nothing was run)") from None
-        earlier = None if args.notebook or args.rerun else store.find(info.slug, args.preset, job["seed"], values)
-        if earlier is None:
-            todo.append(job)
-        else:
-            rows.append({**job, "status": f"recorded earlier (run {earlier})"})
-    where = f"scheduler {args.scheduler}" if args.scheduler else f"{args.workers} local workers"
-    print(f"sweep {info.slug}: {len(todo)} runs on {where}" + (f", {len(rows)} already recorded" if rows else ""))
-    if todo:
-        from dask.distributed import Client, LocalCluster
-        from dask.distributed import progress as dask_progress
-
-        cluster = (
-            None
-            if args.scheduler
-            else LocalCluster(
-                n_workers=args.workers,
-                threads_per_worker=1,
-                processes=not args.in_process,
-                dashboard_address=None,
-            )
-        )
-        try:
-            with Client(args.scheduler or cluster) as client:
-                futures = [
-                    client.submit(
-                        _sweep_one, info.slug, args.preset, args.device, job, args.notebook, args.out, pure=False
-                    )
-                    for job in todo
-                ]
-                if sys.stderr.isatty():
-                    dask_progress(futures)
-                rows += client.gather(futures)
-        finally:
-            if cluster is not None:
-                cluster.close()
+    rows = run_grid(
+        info.slug,
+        sweep_grid(args.param, args.seeds),
+        args.preset,
+        device=args.device,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        in_process=args.in_process,
+        notebook=args.notebook,
+        out=args.out,
+        rerun=args.rerun,
+    )
     import pandas as pd
 
     table = pd.DataFrame(rows)
@@ -393,7 +279,7 @@ def cmd_sweep(args) -> int:
     if args.csv:
         table.to_csv(args.csv, index=False)
         print(f"table → {args.csv}")
-    failed = int((table["status"] == "failed").sum()) if "status" in table else 0
+    failed = int((table["status"] == FAILED).sum()) if "status" in table else 0
     if failed:
         print(
             f"labkit: {failed} of {len(table)} runs failed (their errors are in the table and the store)",
@@ -477,17 +363,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="folder for executed notebooks (default: runs)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("report", help="write the HTML report of the newest runs")
+    p = sub.add_parser("report", help="build the report: a Jupyter Book with the scoreboard of the run store")
     p.add_argument("--execute", action="store_true", help="first execute every available notebook")
     p.add_argument("--preset", default="quick", choices=PRESETS)
-    p.add_argument("--out", default="report")
+    p.add_argument("--out", default="report", help="folder of the book (default: report; open report/index.html)")
     p.add_argument("--runs", default="runs", help="folder for executed notebooks (with --execute)")
+    p.add_argument("--seeds", type=positive_int, help="first run seeds 0..N-1 of every method on Dask (reusing runs)")
+    p.add_argument("--scheduler", help="with --seeds: address of a running Dask scheduler instead of a local cluster")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("sweep", help="run a grid of parameters and seeds on Dask; every run is recorded")
     p.add_argument("slug")
     p.add_argument("--preset", default="quick", choices=PRESETS)
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--device", default="auto", help="auto, cpu or cuda (cuda: every worker must have a GPU, checked first)"
+    )
     p.add_argument("-p", "--param", action="append", metavar="KEY=V1,V2", help="values to sweep")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     p.add_argument("--workers", type=positive_int, default=2, help="local Dask workers (default: 2)")

@@ -151,7 +151,14 @@ def lines(
 
 def notebook_setup() -> None:
     """Plotly renderers for notebooks: live in JupyterLab, and kept in the saved ``.ipynb`` so that
-    GitHub, Binder and the HTML report show the figures before anything runs."""
+    GitHub, Binder and the HTML report show the figures before anything runs.
+
+    plotly's notebook renderers import nbformat, whose jsonschema format checks import ``rfc3987_syntax`` when it
+    is installed: building its grammar costs about 3 s per kernel on a 2-core machine, for IRI checks that the
+    notebook schema never uses, so it is skipped here as in :mod:`labkit.batch`."""
+    from .batch import skip_slow_optional
+
+    skip_slow_optional()
     import plotly.io as pio
 
     pio.renderers.default = "plotly_mimetype+notebook_connected"

@@ -83,11 +83,12 @@ def test_run_executes_the_notebook_with_injected_parameters_and_records_it(store
     injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
     assert "n_seeds = 2" in "".join(injected[0]["source"])
     assert set(store.history(int(row["id"]))["seed"]) == {4, 5}  # the injected n_seeds really took effect
-    # the report links this executed notebook and shows its claim checks
+    # the report's scoreboard shows this run's headline verdict; its chapter is this executed notebook
     assert cli.main(["report", "--out", str(tmp_path / "report")]) == 0
-    index = (tmp_path / "report" / "index.html").read_text()
-    assert executed[0].stem + ".html" in index and "HOLDS" in index
-    assert (tmp_path / "report" / (executed[0].stem + ".html")).exists()
+    site = tmp_path / "report" / "_build" / "html"
+    row = (site / "index.html").read_text().split("data-slug='rpo'")[1].split("</tr>")[0]
+    assert "lk-badge" in row and "chapters/alignment/08_rpo.html" in row
+    assert executed[0].name in (site / "chapters" / "alignment" / "08_rpo.html").read_text()
 
 
 def test_labkit_console_script_is_installed():
