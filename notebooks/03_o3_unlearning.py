@@ -1,11 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -papermill
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -39,7 +42,6 @@ import torch
 from IPython.display import Markdown
 from torch import nn
 
-import widgets
 from labkit import viz
 from labkit.core import fmt, overrides_from, resolve_params
 from labkit.methods import o3_unlearning as o3
@@ -357,4 +359,6 @@ Markdown(
 # number of requests, then Train. The plot shows the retained-class accuracy of each arm after each request.
 
 # %%
+import widgets
+
 widgets.explorer("o3_unlearning", metric="retained_acc")

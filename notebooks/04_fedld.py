@@ -1,11 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -papermill
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -43,7 +46,6 @@ import torch
 from IPython.display import Markdown
 
 import labkit.viz
-import widgets
 from labkit.core import fmt, overrides_from, resolve_params
 from labkit.methods import fedld
 from labkit.substrates.federated import Client, LocalSGD
@@ -339,4 +341,6 @@ Markdown("\n".join(lines))
 # retrain. Is there any setting where FedLD beats FedAvg on more than one seed?
 
 # %%
+import widgets
+
 widgets.explorer("fedld", metric="test_acc")

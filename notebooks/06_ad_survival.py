@@ -1,11 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -papermill
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -37,7 +40,6 @@ import numpy as np
 import torch
 from IPython.display import Markdown
 
-import widgets
 from labkit import viz
 from labkit.core import fmt, overrides_from, resolve_params
 from labkit.data import ads as ads_data
@@ -280,4 +282,6 @@ Markdown(
 # feature-dependent censoring, then Train. The plot shows each arm's validation c-index per epoch.
 
 # %%
+import widgets
+
 widgets.explorer("ad_survival", metric="val_c_overall")

@@ -1,11 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -papermill
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -40,7 +43,6 @@ import torch
 
 from IPython.display import Markdown
 
-import widgets
 from labkit import viz
 from labkit.core import overrides_from, resolve_params
 from labkit.data import tabular
@@ -272,4 +274,6 @@ Markdown(
 # The plot shows each loss's test accuracy per epoch while it trains.
 
 # %%
+import widgets
+
 widgets.explorer("ensloss", metric="test_acc")

@@ -1,11 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -papermill
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -41,7 +44,6 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-import widgets
 from labkit import viz
 from labkit.core import fmt, overrides_from, resolve_params
 from labkit.methods import netllm
@@ -316,4 +318,6 @@ if "return_sweep" in result.figures:
 # Train. The plot shows each learned arm's training loss while it trains.
 
 # %%
+import widgets
+
 widgets.explorer("netllm", metric="train_loss")

@@ -1,11 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -papermill
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -44,7 +47,6 @@ import pandas as pd
 import torch
 from IPython.display import Markdown
 
-import widgets
 from labkit import viz
 from labkit.core import fmt, overrides_from, resolve_params
 from labkit.methods import rffl
@@ -299,4 +301,6 @@ Markdown(f"**What showed at the {preset} preset** (read from the verdicts above)
 # clipped noise is the longest upload and weighs more in $u$ — does the free-rider still get caught?
 
 # %%
+import widgets
+
 widgets.explorer("rffl", metric="test_acc")

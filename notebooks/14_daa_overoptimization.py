@@ -1,11 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -papermill
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -36,7 +39,6 @@ import torch
 
 from IPython.display import Markdown
 
-import widgets
 from labkit import viz
 from labkit.core import fmt, overrides_from, resolve_params
 from labkit.methods import daa_overoptimization as daa
@@ -313,4 +315,6 @@ for label, res in (("linear", result), ("quadratic", quad)):
 # Change the objective, the β list, the learning rate, the number of pairs or the gold peak length, then Train.
 
 # %%
+import widgets
+
 widgets.explorer("daa_overoptimization", metric="gold_reward")

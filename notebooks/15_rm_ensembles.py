@@ -1,11 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -papermill
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -37,7 +40,6 @@ import torch
 
 from IPython.display import Markdown
 
-import widgets
 from labkit import viz
 from labkit.core import fmt, overrides_from, resolve_params
 from labkit.methods import rm_ensembles as rme
@@ -270,4 +272,6 @@ Markdown(
 # the gold reward of best-of-$n$ (x: $n$) per objective as each one finishes.
 
 # %%
+import widgets
+
 widgets.explorer("rm_ensembles", metric="gold_reward")

@@ -1,11 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -papermill
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -35,7 +38,6 @@ import inspect
 import torch
 from IPython.display import Markdown
 
-import widgets
 from labkit import viz
 from labkit.core import fmt, overrides_from, resolve_params
 from labkit.methods import recsys_extraction as rx
@@ -303,4 +305,6 @@ Markdown(
 # Agreement@10 of each arm at the claims' fraction while it trains.
 
 # %%
+import widgets
+
 widgets.explorer("recsys_extraction", metric="agreement_at_10")

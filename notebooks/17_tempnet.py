@@ -1,11 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -papermill
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -38,7 +41,6 @@ import math
 import torch
 from IPython.display import Markdown
 
-import widgets
 from labkit import viz
 from labkit.core import fmt, overrides_from, resolve_params, torch_threads
 from labkit.data import next_token as nt
@@ -381,4 +383,6 @@ Markdown("\n\n".join(texts))
 # held-out DRO loss of each arm and seed while it trains.
 
 # %%
+import widgets
+
 widgets.explorer("tempnet", metric="robust_loss")

@@ -1,11 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -papermill
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -36,7 +39,6 @@ import pandas as pd
 import torch
 from IPython.display import Markdown
 
-import widgets
 from labkit import viz
 from labkit.core import fmt, overrides_from, resolve_params
 from labkit.data import language as lang
@@ -312,4 +314,6 @@ Markdown(
 # coefficient or the number of iterations, then Train. The plot shows the gold reward of each arm while it trains.
 
 # %%
+import widgets
+
 widgets.explorer("superhf", metric="gold_reward")

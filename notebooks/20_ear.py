@@ -1,11 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -papermill
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -41,7 +44,6 @@ import torch
 from IPython.display import Markdown
 from torch import nn
 
-import widgets
 from labkit import viz
 from labkit.core import fmt, overrides_from, resolve_params
 from labkit.data import streams
@@ -405,4 +407,6 @@ The paper's own benchmarks and numbers were not reproduced: they are not public 
 # secondary knobs too, such as `centring` and `routing`.)
 
 # %%
+import widgets
+
 widgets.explorer("ear", metric="acc_seen")

@@ -1,11 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -papermill
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -35,7 +38,6 @@ import numpy as np
 import torch
 from IPython.display import Markdown
 
-import widgets
 from labkit import viz
 from labkit.core import fmt, overrides_from, resolve_params
 from labkit.methods import ailboost
@@ -341,4 +343,6 @@ Markdown(
 # return of every arm and seed per round.
 
 # %%
+import widgets
+
 widgets.explorer("ailboost", metric="normalised_return")

@@ -1,11 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -papermill
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -34,7 +37,6 @@ import numpy as np
 import torch
 from IPython.display import Markdown
 
-import widgets
 from labkit import viz
 from labkit.core import fmt, overrides_from, resolve_params
 from labkit.data import online_learning as ol
@@ -286,4 +288,6 @@ Markdown(f"The sub-linear-growth check is **{sub.verdict.value}** here: the wors
 # Change $k$, the horizon and the number of steps, then Train; the plot shows the mean training regret of each agent.
 
 # %%
+import widgets
+
 widgets.explorer("regret_loss", metric="train_regret")

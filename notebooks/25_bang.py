@@ -1,11 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -papermill
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -44,7 +47,6 @@ import plotly.express as px
 import torch
 from IPython.display import Markdown
 
-import widgets
 from labkit import viz
 from labkit.core import overrides_from, resolve_params
 from labkit.data import colored_digits as cd
@@ -373,4 +375,6 @@ Markdown(
 # The plot shows the OOD accuracy of each model while it trains.
 
 # %%
+import widgets
+
 widgets.explorer("bang", metric="ood_acc")

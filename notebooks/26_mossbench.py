@@ -1,11 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -papermill
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -39,7 +42,6 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown
 
-import widgets
 from labkit import viz
 from labkit.core import fmt, overrides_from, resolve_params
 from labkit.data import mossbench as bench
@@ -394,4 +396,6 @@ transformer fine-tuned with a refusal weight $s/(1-s)$.
 # strength while the harness runs.
 
 # %%
+import widgets
+
 widgets.explorer("mossbench", metric="benign_refusal")

@@ -1,11 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -papermill
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -37,7 +40,6 @@ import numpy as np
 import torch
 from IPython.display import Markdown
 
-import widgets
 from labkit import viz
 from labkit.core import fmt, overrides_from, resolve_params
 from labkit.methods import tlob
@@ -305,4 +307,6 @@ Markdown(
 # shows each model's validation macro-F1 per epoch while it trains.
 
 # %%
+import widgets
+
 widgets.explorer("tlob", metric="val_macro_f1")

@@ -599,6 +599,39 @@ class Explorer(ipw.VBox):
             self.plot_output.clear_output(wait=True)
             display(self.figure)
 
+    def fallback_text(self) -> str:
+        """What a saved notebook shows in place of the live form, in words: what the explorer is and how to use it.
+
+        A running kernel renders the widget itself; GitHub, nbviewer, the HTML report and a JupyterLab that opens the
+        notebook without running it have no widget state (it is stripped from the committed notebooks), so they show
+        this text instead of the raw ``Explorer(children=(HTML(...`` repr."""
+        slug = method_name(self.module)
+        try:
+            from labkit.core.registry import get_method
+
+            name = f"{get_method(slug).short} ({slug})"
+        except ValueError:  # a module outside the registry (a test's fake)
+            name = slug
+        knobs = ", ".join(self.controls) or "none"
+        plot = f"a live plot of {self.metric} while it trains" if self.metric else "a live plot while it trains"
+        return (
+            f"Explorer for {name}: a form with the preset, the knobs ({knobs}) and the seed, a Train button, "
+            f"{plot}, and the claim checks when it is done. It is interactive: run this notebook in Jupyter "
+            "(JupyterLab, or Binder) to change the knobs and train from here; a saved copy shows only this text."
+        )
+
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        """The live widget's view, with :meth:`fallback_text` as ``text/plain`` and as escaped ``text/html``.
+
+        Front ends pick the richest type they can show: a kernel with the widget renders the view; without the widget
+        state JupyterLab falls back to ``text/html``, nbviewer and the report to ``text/html``, a terminal to
+        ``text/plain`` (ipywidgets' own plain text is the truncated repr)."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        text = self.fallback_text()
+        bundle["text/plain"] = text
+        bundle["text/html"] = f'<p class="labkit-explorer-fallback"><i>{html.escape(text)}</i></p>'
+        return bundle
+
 
 def _describe(overrides: dict) -> str:
     return "" if not overrides else " · " + ", ".join(f"{k}={v!r}" for k, v in overrides.items())
