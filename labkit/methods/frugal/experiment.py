@@ -59,7 +59,7 @@ class Knobs:
         "GaLore baseline used 0.25 with a 5× larger learning rate)",
     )
     n_steps: int = knob(
-        450, standard=800, full=2000, low=1, high=1_000_000, main=False, help="training steps per arm and seed"
+        300, standard=800, full=2000, low=1, high=1_000_000, main=False, help="training steps per arm and seed"
     )
     batch_size: int = knob(32, standard=32, full=64, low=1, high=4096, main=False, help="sequences per step")
     seq_len: int = knob(16, standard=24, full=64, low=3, high=1024, main=False, help="symbols per sequence")
