@@ -226,7 +226,16 @@ def lab(tmp_path_factory):
     settings = root.parent / f"{root.name}_settings"
     (settings / "app").mkdir(parents=True)
     (settings / "app" / "overrides.json").write_text(
-        json.dumps({"@jupyterlab/docmanager-extension:plugin": {"autosave": True, "autosaveInterval": AUTOSAVE_S}})
+        json.dumps(
+            {
+                "@jupyterlab/docmanager-extension:plugin": {"autosave": True, "autosaveInterval": AUTOSAVE_S},
+                # JupyterLab's default windowing stays on (only the cells in view are drawn), as a reader opening a
+                # notebook sees it. Known and not yet fixed: with every cell drawn ("windowingMode": "none"), or
+                # once a reader scrolls to a plotly figure, the jupyterlab-plotly renderer adds the figure's PNG to
+                # the output (Plotly.toImage, then setData) and autosave rewrites the .ipynb: every method
+                # notebook was rewritten that way in a trial run
+            }
+        )
     )
     port = _free_port()
     cmd = [
@@ -320,7 +329,15 @@ async ([path, settleMs, limitMs]) => {
       await panel.content.scrollToItem(last);
       const output = () => cells[last].outputArea.node.querySelector('.jp-OutputArea-output');
       const text = () => (output()?.innerText ?? '').trim();
-      await until(() => text() !== '' && !text().startsWith('Loading widget'), 'the explorer output');
+      try {
+        await until(() => {
+          if (!output()) cells[last].node.scrollIntoView();  // not drawn yet: bring it into view again
+          return text() !== '' && !text().startsWith('Loading widget');
+        }, 'the explorer output');
+      } catch (err) {  // say what was there, to tell "never drawn" from "widget still loading"
+        const seen = output() ? ' (it shows: ' + JSON.stringify(text().slice(0, 80)) + ')' : ' (no output drawn)';
+        throw new Error(err.message + seen);
+      }
       explorer = text();
     }
     await sleep(settleMs);
