@@ -21,21 +21,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from browser_support import CHROMIUM, CHROMIUM_ARGS, require_chromium, shots_dir
 
 import labkit
 from labkit.core.store import RunStore
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 REPO = Path(__file__).resolve().parents[1]
 LAB_URL = "http://127.0.0.1:18888"
 # (slug, a number-box param, a value it rejects, a cheap valid value): cheapest first
@@ -103,9 +95,7 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     """Headless Debian Chromium through Playwright (never a downloaded browser); closed also on failure."""
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"Debian Chromium not found at {CHROMIUM} (install it with `make browser`)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = require_chromium()
     with sync_api.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -157,15 +147,6 @@ def pages(browser, server):
 @pytest.fixture
 def page(pages):
     return pages.new()
-
-
-def shots_dir(tmp_path) -> Path:
-    """Where screenshots go: docs/screenshots/ when LABKIT_SCREENSHOTS=1, else the test's tmp folder."""
-    if os.environ.get("LABKIT_SCREENSHOTS") == "1":
-        folder = REPO / "docs" / "screenshots"
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-    return tmp_path
 
 
 def n_runs(store, slug: str) -> int:

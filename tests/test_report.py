@@ -20,9 +20,9 @@ import shutil
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from browser_support import CHROMIUM, CHROMIUM_ARGS, require_chromium, shots_dir
 
 from labkit import cli, report
 from labkit.core.claims import ClaimCheck, Verdict
@@ -30,15 +30,6 @@ from labkit.core.registry import METHODS, REPO_ROOT, get_method
 from labkit.core.store import RunStore
 from labkit.report import Row, build_rows, pool_headline, scoreboard_html
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 DEFAULTS = {"lr": 0.1, "steps": 10}
 
 
@@ -337,9 +328,7 @@ def test_the_book_has_search_and_the_machine_page(built):
 @pytest.mark.browser
 def test_front_page_renders_in_chromium_and_a_chapter_draws_its_figure_and_equations(built, tmp_path):
     html_dir = built[0]
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"Debian Chromium not found at {CHROMIUM} (install it with `make browser`)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = require_chromium()
     handler = functools.partial(QuietHandler, directory=str(html_dir))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -372,15 +361,6 @@ def test_front_page_renders_in_chromium_and_a_chapter_draws_its_figure_and_equat
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
-
-
-def shots_dir(tmp_path) -> Path:
-    """docs/screenshots/ when LABKIT_SCREENSHOTS=1, else the test's tmp folder."""
-    if os.environ.get("LABKIT_SCREENSHOTS") == "1":
-        folder = REPO_ROOT / "docs" / "screenshots"
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-    return tmp_path
 
 
 def test_a_failed_build_is_an_error_message_not_a_traceback(tmp_path, monkeypatch, capsys):
