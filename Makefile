@@ -47,10 +47,10 @@ test-fast: env lint
 
 # each notebook: .py -> .ipynb (--update keeps the cell ids: a rebuild changes only what ran), then all executed in
 # place by papermill from one Python process (labkit.batch; JOBS=2 runs two at a time), each saved with its .py
-# twin through Jupytext as JupyterLab saves it (labkit.cli.strip_widget_state), so that opening a committed
-# notebook in JupyterLab changes nothing
+# twin through Jupytext as JupyterLab saves it (labkit.cli.strip_widget_state), its figures as images (kaleido in
+# Debian's Chromium), so that opening a committed notebook in JupyterLab, scrolling or hovering changes nothing
 JOBS ?= 1
-notebooks: env
+notebooks: env browser
 	@nbs=""; for src in $$(ls notebooks/[0-9][0-9]_*.py notebooks/index.py | grep -- "$(NB)"); do \
 	  nb=$${src%.py}.ipynb; nbs="$$nbs $$nb"; \
 	  $(VENV)/bin/jupytext --quiet --update --set-kernel python3 --to ipynb --output $$nb $$src || exit 1; \

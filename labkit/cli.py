@@ -152,8 +152,10 @@ def strip_widget_state(path: str | Path) -> None:
     through Jupytext's contents manager, the code JupyterLab saves with, and once more as JupyterLab would read it
     back: both files get exactly the form JupyterLab + Jupytext write, so opening a committed notebook in
     JupyterLab changes nothing (issue 15, defect 4), and the .py is never older than the executed .ipynb and
-    different from it (which Jupytext refuses to open). A notebook without a twin (``labkit run``'s copies in the
-    runs folder) is left alone: no ``.py`` is created next to it. A twin whose cells differ from the notebook's
+    different from it (which Jupytext refuses to open). Its plotly figures are committed as images
+    (:func:`labkit.viz.static_figures`), so that scrolling to one or hovering it changes nothing either. A notebook
+    without a twin (``labkit run``'s copies in the runs folder) is left alone: no ``.py`` is created next to it,
+    and its figures stay interactive. A twin whose cells differ from the notebook's
     (edited after the notebook was made from it) raises ``ValueError`` and is not overwritten.
     """
     import nbformat
@@ -180,6 +182,9 @@ def strip_widget_state(path: str | Path) -> None:
             f"{path.with_suffix('.py')} has cells that differ from {path.name}: convert it first "
             f"(`make notebooks NB={path.stem}`), or its edits would be overwritten"
         )
+    from .viz import static_figures
+
+    static_figures(nb)  # a committed figure is an image: JupyterLab's plotly renderer would rewrite it when drawn
     from jupyter_server.services.contents.filemanager import FileContentsManager
     from jupytext.sync_contentsmanager import build_sync_jupytext_contents_manager_class
 

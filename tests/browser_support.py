@@ -32,3 +32,20 @@ def shots_dir(tmp_path: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
     return tmp_path
+
+
+def with_interactive_figures(nb: dict) -> dict:
+    """A committed notebook (JSON) with each figure image replaced by plotly's interactive output, as a notebook
+    run in a live kernel (``labkit run``) has it; the committed form keeps images (``labkit.viz.static_figures``)."""
+    import json
+
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    figure = go.Figure(go.Scatter(x=[0, 1, 2], y=[0.1, 0.3, 0.2], name="RPO η=1"))
+    bundle = json.loads(json.dumps(pio.renderers["plotly_mimetype"].to_mimebundle(figure.to_dict())))
+    outputs = [o for cell in nb["cells"] for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert outputs, "the notebook has no figure"
+    for output in outputs:
+        output["data"] = dict(bundle)
+    return nb

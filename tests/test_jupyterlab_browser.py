@@ -36,11 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, require_chromium
+from browser_support import CHROMIUM, CHROMIUM_ARGS, require_chromium, with_interactive_figures
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb"))
 CONTROL = "zz_control_old_form.ipynb"  # a copy of 08_rpo in the form before the fix: JupyterLab must rewrite it
+# 08_rpo with its figures as plotly's interactive output, as they were committed before: drawing one makes
+# jupyterlab-plotly add its screenshot to the output, so JupyterLab must rewrite it
+FIGURE_CONTROL = "zz_control_plotly_figures.ipynb"
+CONTROLS = (CONTROL, FIGURE_CONTROL)
 AUTOSAVE_S = 1  # JupyterLab's autosave interval for the test (its default is 120 s)
 SETTLE_S = 3.5  # wait after the kernel is idle and the outputs are drawn: several autosave intervals
 LIMIT_S = 90  # the longest any one step of opening a notebook may take (a kernel starting on a loaded machine)
@@ -54,6 +58,7 @@ class Opened:
     name: str
     dirty: bool | None  # None: it did not open (see error)
     explorer_text: str | None  # None: the notebook has no explorer cell
+    figures: int  # figures drawn in its outputs (committed images, or plotly figures)
     seconds: float
     error: str | None = None
 
@@ -180,6 +185,72 @@ def test_strip_widget_state_pairs_only_notebooks_that_have_a_twin(tmp_path):
     assert py.read_text() == edited
 
 
+def test_every_committed_figure_is_an_image():
+    """No committed output is a plotly figure (JupyterLab's plotly renderer would rewrite it when drawn); every
+    method notebook has its figures as PNG images, which GitHub and nbviewer show too."""
+    interactive, without = [], []
+    for name in NOTEBOOKS:
+        cells = json.loads((REPO / "notebooks" / name).read_text())["cells"]
+        outputs = [o for c in cells for o in c.get("outputs", [])]
+        if any("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs):
+            interactive.append(name)
+        if name != "index.ipynb" and not any("image/png" in o.get("data", {}) for o in outputs):
+            without.append(name)
+    assert not interactive, f"interactive figures committed (run `make notebooks NB=...`): {interactive}"
+    assert not without, f"no figure image in {without}"
+
+
+@pytest.mark.browser  # kaleido draws the image in Debian's Chromium
+def test_static_figures_draws_each_figure_as_a_palette_png_and_drops_the_cdn_loader():
+    import base64
+    import io
+
+    import nbformat
+    import plotly.graph_objects as go
+    import plotly.io as pio
+    from PIL import Image
+
+    from labkit.viz import STATIC_WIDTH, static_figures
+
+    require_chromium()
+    figure = go.Figure(go.Scatter(x=[0, 1, 2], y=[1, 3, 2], name="arm"), layout={"title": "Loss", "height": 300})
+    bundle = json.loads(json.dumps(pio.renderers["plotly_mimetype"].to_mimebundle(figure.to_dict())))
+    loader = {"text/html": ['<script type="module">import "https://cdn.plot.ly/plotly-4.1.1.min"</script>']}
+    stream = nbformat.v4.new_output("stream", name="stdout", text="trained\n")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "fig",
+            outputs=[
+                nbformat.v4.new_output("display_data", data=loader),
+                nbformat.v4.new_output("display_data", data=bundle),
+                stream,
+            ],
+        ),
+        nbformat.v4.new_markdown_cell("text"),
+    ]
+    assert static_figures(nb) == 1
+    outputs = nb.cells[0].outputs
+    assert [o.output_type for o in outputs] == ["display_data", "stream"]  # the loader is gone, the text kept
+    assert set(outputs[0].data) == {"image/png", "text/plain"} and "Loss" in outputs[0].data["text/plain"]
+    image = Image.open(io.BytesIO(base64.b64decode(outputs[0].data["image/png"])))
+    assert image.format == "PNG" and image.mode == "P" and image.size == (STATIC_WIDTH, 300)
+    assert len(set(image.getdata())) > 3  # drawn: more than a blank page
+    nbformat.validate(nb)
+
+
+def test_static_figures_without_a_figure_changes_nothing_and_starts_no_browser(monkeypatch):
+    import nbformat
+
+    from labkit.viz import static_figures
+
+    monkeypatch.setitem(sys.modules, "kaleido", None)  # importing it would raise
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("1", outputs=[nbformat.v4.new_output("stream", name="stdout", text="1")])]
+    before = json.dumps(nb)
+    assert static_figures(nb) == 0 and json.dumps(nb) == before
+
+
 # --- the real thing: JupyterLab in Chromium ------------------------------------------------------------------
 
 
@@ -196,15 +267,19 @@ def _api(base: str, path: str, method: str = "GET") -> object:
     return json.loads(body) if body else None
 
 
-def _make_control(notebooks: Path) -> None:
-    """08_rpo in the form ``make notebooks`` wrote before the fix: the .py and .ipynb say "Python 3" where the
-    kernel says "Python 3 (ipykernel)", so JupyterLab updates the kernelspec on connecting and autosaves."""
+def _make_controls(notebooks: Path) -> None:
+    """Two copies of 08_rpo that JupyterLab must rewrite: :data:`CONTROL` in the form ``make notebooks`` wrote
+    before the fix (the .py and .ipynb say "Python 3" where the kernel says "Python 3 (ipykernel)", so JupyterLab
+    updates the kernelspec on connecting and autosaves), and :data:`FIGURE_CONTROL` with interactive figures."""
     stem = CONTROL.removesuffix(".ipynb")
     py = (notebooks / "08_rpo.py").read_text()
     (notebooks / f"{stem}.py").write_text(py.replace("display_name: Python 3 (ipykernel)", "display_name: Python 3"))
     nb = json.loads((notebooks / "08_rpo.ipynb").read_text())
     nb["metadata"]["kernelspec"]["display_name"] = "Python 3"
     (notebooks / CONTROL).write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    (notebooks / FIGURE_CONTROL.replace(".ipynb", ".py")).write_text(py)
+    nb = with_interactive_figures(json.loads((notebooks / "08_rpo.ipynb").read_text()))
+    (notebooks / FIGURE_CONTROL).write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +288,7 @@ def lab(tmp_path_factory):
     file). Stopped when the module's tests end (its kernels with it), also when one fails; the copy deleted."""
     root = tmp_path_factory.mktemp("lab_copy")
     notebooks = _copy_pairs(root)
-    _make_control(notebooks)
+    _make_controls(notebooks)
     before = {p.name: p.read_bytes() for p in notebooks.iterdir() if p.suffix in (".py", ".ipynb")}
     settings = root.parent / f"{root.name}_settings"
     (settings / "app").mkdir(parents=True)
@@ -221,11 +296,9 @@ def lab(tmp_path_factory):
         json.dumps(
             {
                 "@jupyterlab/docmanager-extension:plugin": {"autosave": True, "autosaveInterval": AUTOSAVE_S},
-                # JupyterLab's default windowing stays on (only the cells in view are drawn), as a reader opening a
-                # notebook sees it. Known and not yet fixed: with every cell drawn ("windowingMode": "none"), or
-                # once a reader scrolls to a plotly figure, the jupyterlab-plotly renderer adds the figure's PNG to
-                # the output (Plotly.toImage, then setData) and autosave rewrites the .ipynb: every method
-                # notebook was rewritten that way in a trial run
+                # every cell drawn, as after a reader scrolled through the whole notebook (JupyterLab's default
+                # draws only the cells in view): each figure is drawn, and hovered below
+                "@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"},
             }
         )
     )
@@ -332,12 +405,20 @@ async ([path, settleMs, limitMs]) => {
       }
       explorer = text();
     }
+    // every figure: drawn (all cells are, windowing off) and hovered, as a reader pointing at it
+    const drawn = '.jp-OutputArea-output img, .jp-OutputArea-output .plot-container';
+    const figures = [...panel.content.node.querySelectorAll(drawn)];
+    for (const figure of figures) {
+      for (const kind of ['mouseenter', 'mouseover', 'mousemove']) {
+        figure.dispatchEvent(new MouseEvent(kind, { bubbles: true }));
+      }
+    }
     await sleep(settleMs);
-    return { dirty: panel.context.model.dirty, explorer, error: null };
+    return { dirty: panel.context.model.dirty, explorer, figures: figures.length, error: null };
   } catch (err) {
     const dialog = document.querySelector('.jp-Dialog-content');
     const words = dialog ? ': ' + dialog.innerText.slice(0, 400) : '';
-    return { dirty: null, explorer: null, error: String(err?.message ?? err) + words };
+    return { dirty: null, explorer: null, figures: 0, error: String(err?.message ?? err) + words };
   } finally {
     if (panel) {
       try { await limited(panel.sessionContext.shutdown(), 'the kernel to shut down'); } catch (err) {}
@@ -363,14 +444,16 @@ def opened(lab) -> dict[str, Opened]:
             page.goto(f"{base}/lab?token={TOKEN}")
             page.wait_for_function("() => window.jupyterapp && window.jupyterapp.started", polling=200)
             page.evaluate("() => window.jupyterapp.restored")
-            for name in [*NOTEBOOKS, CONTROL]:
+            for name in [*NOTEBOOKS, *CONTROLS]:
                 start = time.monotonic()
                 seen = page.evaluate(OPEN_JS, [f"notebooks/{name}", SETTLE_S * 1000, LIMIT_S * 1000])
                 if seen["error"] and "timed out" in seen["error"]:  # once in a few runs a wait hangs: open it again
                     print(f"{name}: first try {seen['error']}; opening it again")
                     page.keyboard.press("Escape")
                     seen = page.evaluate(OPEN_JS, [f"notebooks/{name}", SETTLE_S * 1000, LIMIT_S * 1000])
-                found[name] = Opened(name, seen["dirty"], seen["explorer"], time.monotonic() - start, seen["error"])
+                found[name] = Opened(
+                    name, seen["dirty"], seen["explorer"], seen["figures"], time.monotonic() - start, seen["error"]
+                )
                 page.keyboard.press("Escape")  # dismiss a dialog left by a notebook that did not open
                 print(
                     f"{name}: {time.monotonic() - start:.1f} s" + (f" ERROR {seen['error']}" if seen["error"] else "")
@@ -388,34 +471,53 @@ def opened(lab) -> dict[str, Opened]:
 @pytest.mark.timeout(900)
 def test_opening_every_notebook_in_jupyterlab_changes_no_file(lab, opened):
     _, notebooks, before = lab
-    failed = {o.name: o.error for o in opened.values() if o.error and o.name != CONTROL}
+    failed = {o.name: o.error for o in opened.values() if o.error and o.name not in CONTROLS}
     assert not failed, f"JupyterLab could not open: {failed}"
-    real = [name for name in before if not name.startswith(CONTROL.removesuffix(".ipynb"))]
+    controls = tuple(c.removesuffix(".ipynb") for c in CONTROLS)
+    real = [name for name in before if not name.startswith(controls)]
     assert len(real) == 2 * len(NOTEBOOKS) >= 2 * 31
     changed = [name for name in real if (notebooks / name).read_bytes() != before[name]]
     assert not changed, f"JupyterLab rewrote {changed}: the committed form is not what JupyterLab + Jupytext save"
-    marked = [o.name for o in opened.values() if o.dirty and o.name != CONTROL]
+    marked = [o.name for o in opened.values() if o.dirty and o.name not in CONTROLS]
     assert not marked, f"JupyterLab marked {marked} modified with no cell run"
 
 
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_the_check_can_fail_a_notebook_in_the_old_form_is_rewritten(lab, opened):
+def test_every_figure_was_drawn_and_hovered(opened):
+    """The check above covers the figures only if they were drawn: every method notebook has some."""
+    methods = [o for o in opened.values() if o.name not in CONTROLS and o.name != "index.ipynb"]
+    assert len(methods) == len(NOTEBOOKS) - 1
+    empty = [o.name for o in methods if o.figures == 0]
+    assert not empty, f"no figure drawn in {empty}"
+    print(f"{sum(o.figures for o in methods)} figures drawn and hovered")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("control", CONTROLS)
+def test_the_check_can_fail_a_notebook_in_an_old_form_is_rewritten(lab, opened, control):
+    """The old kernel name, or interactive figures (jupyterlab-plotly adds each drawn figure's screenshot to the
+    output): JupyterLab must mark the notebook modified or rewrite it, else the check above proves nothing."""
     _, notebooks, before = lab
-    stem = CONTROL.removesuffix(".ipynb")
-    assert opened[CONTROL].dirty or any(
+    stem = control.removesuffix(".ipynb")
+    assert opened[control].error is None, opened[control].error
+    assert opened[control].dirty or any(
         (notebooks / f"{stem}{s}").read_bytes() != before[f"{stem}{s}"] for s in (".py", ".ipynb")
-    ), "the control pair in the old form was not rewritten: was autosave on?"
-    assert "display_name: Python 3 (ipykernel)" in (notebooks / f"{stem}.py").read_text()
+    ), f"the control pair {control} was not rewritten: was autosave on, were its figures drawn?"
+    if control == CONTROL:
+        assert "display_name: Python 3 (ipykernel)" in (notebooks / f"{stem}.py").read_text()
+    else:
+        assert opened[control].figures > 0
 
 
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_an_unrun_notebook_shows_the_explorer_fallback_not_its_repr(opened):
-    with_explorer = [o for o in opened.values() if o.explorer_text is not None and o.name != CONTROL]
+    with_explorer = [o for o in opened.values() if o.explorer_text is not None and o.name not in CONTROLS]
     assert len(with_explorer) == len(NOTEBOOKS) - 1  # every method's notebook; the index has none
     wrong = {o.name: o.explorer_text[:80] for o in with_explorer if not o.explorer_text.startswith("Explorer for ")}
     assert not wrong, f"the explorer cell shows no readable fallback: {wrong}"
-    assert not [o.name for o in with_explorer if "Explorer(children" in o.explorer_text]

@@ -16,13 +16,12 @@ import http.server
 import json
 import os
 import re
-import shutil
 import socket
 import threading
 import time
 
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, require_chromium, shots_dir
+from browser_support import CHROMIUM, CHROMIUM_ARGS, require_chromium, shots_dir, with_interactive_figures
 
 from labkit import cli, report
 from labkit.core.claims import ClaimCheck, Verdict
@@ -232,7 +231,9 @@ def built(tmp_path_factory):
     quick = report.default_params(rpo, "quick")
     executed = tmp / "runs" / "08_rpo-quick-s0-20260101-000000-000000.ipynb"
     executed.parent.mkdir()
-    shutil.copy(REPO_ROOT / "notebooks" / "08_rpo.ipynb", executed)
+    # as `labkit run` leaves it: figures interactive (the committed notebook keeps them as images)
+    committed = json.loads((REPO_ROOT / "notebooks" / "08_rpo.ipynb").read_text(encoding="utf-8"))
+    executed.write_text(json.dumps(with_interactive_figures(committed)))
     # a notebook execution (seed 0) and a full-preset run: quick and full are shown side by side
     store.insert(record([0.2, 0.3, 0.25], params=quick, notebook=str(executed)))
     store.insert(record([-0.3, -0.2, -0.4], preset="full", params=report.default_params(rpo, "full")))
@@ -311,6 +312,9 @@ def test_a_chapter_has_the_figures_equations_provenance_and_the_books_navigation
     # a method without an executed notebook in the store: the committed notebook, said so
     committed = (html_dir / "chapters" / "federated-robustness" / "07_ensloss.html").read_text()
     assert "the notebook as committed in the repository" in committed
+    # its figures are the committed images, copied into the book
+    images = re.findall(r'<img [^>]*src="([^"]+\.png)"', committed)
+    assert images and all((html_dir / "chapters" / "federated-robustness" / src).exists() for src in images)
 
 
 @pytest.mark.slow
