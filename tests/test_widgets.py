@@ -19,7 +19,8 @@ import labkit
 from labkit.core import ClaimCheck, Outcome, Param, method_run
 from labkit.core.store import RunStore
 from widgets import forms, panel_forms
-from widgets.forms import LiveCurves, control_spec, explorer, param_controls, preset_dropdown
+from widgets.app_plot import LiveRows
+from widgets.forms import control_spec, explorer, param_controls, preset_dropdown
 
 TOY_PARAMS = [
     Param("lr", float, 0.1, standard=0.2, low=1e-3, high=1.0, log=True, help="step size"),
@@ -163,8 +164,8 @@ def test_preset_dropdown_resets_the_controls():
 # --------------------------------------------------------------------------- live curves
 
 
-def test_live_curves_keep_one_metric_and_split_seeds():
-    curves = LiveCurves()
+def test_live_rows_keep_one_metric_and_every_seed():
+    live = LiveRows()
     rows = [
         (0, 1, "m", "loss", 1.0),
         (0, 1, "m", "acc", 0.1),
@@ -173,14 +174,14 @@ def test_live_curves_keep_one_metric_and_split_seeds():
         (0, 1, "b", "loss", 2.0),
     ]
     for seed, step, series, metric, value in rows:
-        curves.add(dict(seed=seed, step=step, series=series, metric=metric, value=value))
-    assert curves.metric == "loss"  # the first logged
-    assert curves.lines() == {"m": ([1, 2, None, 1], [1.0, 0.5, None, 0.9]), "b": ([1], [2.0])}
+        live.add(dict(seed=seed, step=step, series=series, metric=metric, value=value))
+    assert live.metric == "loss"  # the first logged
+    assert live.frame().values.tolist() == [[0, 1, "m", 1.0], [0, 2, "m", 0.5], [1, 1, "m", 0.9], [0, 1, "b", 2.0]]
 
 
-def test_live_curves_throttle():
-    curves = LiveCurves(every=60)
-    assert curves.due() and not curves.due()
+def test_live_rows_throttle():
+    live = LiveRows(every=60)
+    assert live.due() and not live.due()
 
 
 # --------------------------------------------------------------------------- the explorer
@@ -207,6 +208,18 @@ def test_explorer_trains_and_plots_live(toy, plot_backend):
     assert ex.figure.layout.title.text == "loss"
     assert "[HOLDS] (headline) method beats baseline" in ex.status.value and "color:" not in ex.status.value
     assert not ex.train_button.disabled
+
+
+def test_explorer_draws_as_the_app_does_with_the_axis_named_by_what_it_counts(toy, plot_backend, monkeypatch):
+    from widgets.app_plot import curve_figure, metric_rows
+
+    monkeypatch.setattr(toy, "STEP_LABEL", "round", raising=False)
+    ex = explorer(toy)
+    assert ex.figure.layout.xaxis.title.text == "round"  # before any run too
+    result = ex.train()
+    app = curve_figure(metric_rows(result.history, "loss"), "loss", "round")
+    assert [(t.name, t.meta, list(t.y)) for t in ex.figure.data] == [(t.name, t.meta, list(t.y)) for t in app.data]
+    assert ex.figure.layout.xaxis.title.text == "round"
 
 
 def test_explorer_plots_the_asked_metric_and_uses_the_form(toy):

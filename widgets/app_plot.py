@@ -16,8 +16,10 @@ Every trace carries ``meta`` (``mean``, ``band``, ``seed``, ``previous``) so a t
 
 from __future__ import annotations
 
+import math
 import re
 import threading
+import time
 
 import pandas as pd
 
@@ -39,13 +41,16 @@ class LiveRows:
 
     Safe to call ``add`` from the training thread while the page reads ``frame()``. The metric is the one asked
     for, else the first one logged. ``stop()`` asks the run to end: the next row logged raises :class:`Stopped`.
+    The app redraws on a timer; the notebook explorer redraws from ``add`` when :meth:`due`.
     """
 
-    def __init__(self, metric: str | None = None):
+    def __init__(self, metric: str | None = None, every: float = 0.5):
         self.metric = metric
+        self.every = every
         self._rows: list[tuple[int, int, str, float]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._last_draw = -math.inf  # the first row is drawn at once
 
     def add(self, row: dict) -> None:
         if self._stop.is_set():
@@ -55,6 +60,14 @@ class LiveRows:
                 self.metric = row["metric"]
             if row["metric"] == self.metric:
                 self._rows.append((row["seed"], row["step"], row["series"], row["value"]))
+
+    def due(self) -> bool:
+        """True at most once every ``every`` seconds: time to redraw (for a caller that draws from ``add``)."""
+        now = time.monotonic()
+        if now - self._last_draw < self.every:
+            return False
+        self._last_draw = now
+        return True
 
     def stop(self) -> None:
         self._stop.set()
@@ -106,6 +119,34 @@ def same_as(means: dict[str, pd.DataFrame]) -> dict[str, str]:
     return out
 
 
+def mean_trace(stats: pd.DataFrame, name: str, line: dict, **extra):
+    """One series' mean curve (``stats`` as from :func:`series_means`); ``meta`` says what it is (default "mean")."""
+    import plotly.graph_objects as go
+
+    return go.Scatter(
+        x=stats["step"].tolist(),
+        y=stats["mean"].tolist(),
+        mode="lines",
+        name=name,
+        line=line,
+        **{"meta": "mean", **extra},
+    )
+
+
+def curve_layout(title: str, x_label: str, metric: str | None, height: int = 380) -> dict:
+    """The layout every curve plot of the front ends shares."""
+    return dict(
+        title=title,
+        xaxis_title=x_label,
+        yaxis_title=metric,
+        template="plotly_white",
+        autosize=True,
+        height=height,
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+        legend={"orientation": "h", "y": -0.2},
+    )
+
+
 def curve_figure(
     rows: pd.DataFrame,
     metric: str | None,
@@ -121,17 +162,9 @@ def curve_figure(
     fig = go.Figure()
     if previous is not None and not previous.empty:
         for name, stats in series_means(previous).items():
+            line = {"color": PREVIOUS_COLOUR, "width": 1.5, "dash": "dot"}
             fig.add_trace(
-                go.Scatter(
-                    x=stats["step"].tolist(),
-                    y=stats["mean"].tolist(),
-                    mode="lines",
-                    name=f"previous run: {name}",
-                    line={"color": PREVIOUS_COLOUR, "width": 1.5, "dash": "dot"},
-                    opacity=0.6,
-                    meta="previous",
-                    legendgroup="previous",
-                )
+                mean_trace(stats, f"previous run: {name}", line, opacity=0.6, meta="previous", legendgroup="previous")
             )
     means = series_means(rows)
     twins = same_as(means)
@@ -171,28 +204,11 @@ def curve_figure(
                     )
                 )
         label = f"{name} (same curve as {twins[name]})" if name in twins else name
-        fig.add_trace(
-            go.Scatter(
-                x=steps,
-                y=stats["mean"].tolist(),
-                mode="lines",
-                name=label,
-                line={"color": colour, "width": 2.5, "dash": dash},
-                legendgroup=name,
-                meta="mean",
-            )
-        )
+        fig.add_trace(mean_trace(stats, label, {"color": colour, "width": 2.5, "dash": dash}, legendgroup=name))
     n_seeds = rows["seed"].nunique() if not rows.empty else 0
     spread = f" · mean ± 1 sd over {n_seeds} seeds" if n_seeds > 1 else ""
     fig.update_layout(
-        title=(title or metric or "waiting for the first logged value") + spread,
-        xaxis_title=x_label,
-        yaxis_title=metric,
-        template="plotly_white",
-        autosize=True,
-        height=380,
-        margin={"l": 60, "r": 20, "t": 50, "b": 50},
-        legend={"orientation": "h", "y": -0.2},
+        **curve_layout((title or metric or "waiting for the first logged value") + spread, x_label, metric)
     )
     return fig
 

@@ -15,7 +15,7 @@ import panel as pn
 
 from labkit.core.store import RunStore
 from labkit.viz import PALETTE
-from widgets.app_plot import DASHES, metric_rows, series_means, x_axis_label
+from widgets.app_plot import DASHES, curve_layout, mean_trace, metric_rows, series_means, x_axis_label
 from widgets.app_store import AppRuns
 from widgets.forms import markdown_text, method_name, resolve_method
 
@@ -55,26 +55,9 @@ def overlay_figure(histories: dict[str, pd.DataFrame], metric: str | None, x_lab
     for i, (label, history) in enumerate(histories.items()):
         colour = PALETTE[i % len(PALETTE)]
         for j, (series, stats) in enumerate(series_means(metric_rows(history, metric)).items()):
-            fig.add_trace(
-                go.Scatter(
-                    x=stats["step"].tolist(),
-                    y=stats["mean"].tolist(),
-                    mode="lines",
-                    name=f"{label.split(' · ')[0]} {series}",
-                    line={"color": colour, "dash": DASHES[j % len(DASHES)]},
-                    legendgroup=label,
-                    meta="mean",
-                )
-            )
-    fig.update_layout(
-        title=f"{metric} · mean over seeds per arm",
-        xaxis_title=x_label,
-        yaxis_title=metric,
-        template="plotly_white",
-        height=420,
-        margin={"l": 60, "r": 20, "t": 50, "b": 50},
-        legend={"orientation": "h", "y": -0.2},
-    )
+            line = {"color": colour, "dash": DASHES[j % len(DASHES)]}
+            fig.add_trace(mean_trace(stats, f"{label.split(' · ')[0]} {series}", line, legendgroup=label))
+    fig.update_layout(**curve_layout(f"{metric} · mean over seeds per arm", x_label, metric, height=420))
     return fig
 
 

@@ -34,8 +34,6 @@ from __future__ import annotations
 import html
 import math
 import re
-import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +41,7 @@ from typing import Any
 import ipywidgets as ipw
 
 from labkit.core.params import PRESETS, Param, check_preset, check_seed, check_value
+from widgets.app_plot import LiveRows, curve_figure, metric_rows, x_axis_label
 
 SLIDER_STEPS = 100  # positions on a float slider
 MAX_INT_SLIDER_SPAN = 1000  # wider int ranges get a number box
@@ -216,90 +215,13 @@ def changed_values(params: Iterable[Param], values: dict, preset: str) -> dict:
 # --------------------------------------------------------------------------- live curves
 
 
-class LiveCurves:
-    """History rows of one metric gathered while a run goes, as one line per series.
-
-    ``add`` is safe to call from a training thread while the UI thread reads ``lines``. The metric
-    is the one asked for, or else the first one logged. Seeds of one series are drawn as one line
-    broken by a gap (``None``) between seeds.
-    """
-
-    def __init__(self, metric: str | None = None, every: float = REDRAW_EVERY_S):
-        self.metric = metric
-        self.every = every
-        self._points: dict[str, dict[int, tuple[list, list]]] = {}
-        self._lock = threading.Lock()
-        self._last_draw = -math.inf  # the first row is drawn at once
-
-    def add(self, row: dict) -> None:
-        """Keep ``row`` (a history row dict) if it is of the plotted metric."""
-        with self._lock:
-            if self.metric is None:
-                self.metric = row["metric"]
-            if row["metric"] != self.metric:
-                return
-            xs, ys = self._points.setdefault(row["series"], {}).setdefault(row["seed"], ([], []))
-            xs.append(row["step"])
-            ys.append(row["value"])
-
-    def due(self) -> bool:
-        """True at most once every ``every`` seconds: time to redraw."""
-        now = time.monotonic()
-        if now - self._last_draw < self.every:
-            return False
-        self._last_draw = now
-        return True
-
-    def lines(self) -> dict[str, tuple[list, list]]:
-        """``{series: (steps, values)}``, seeds joined with ``None`` gaps."""
-        out = {}
-        with self._lock:
-            for series, by_seed in self._points.items():
-                xs, ys = [], []
-                for sx, sy in by_seed.values():
-                    if xs:
-                        xs.append(None)
-                        ys.append(None)
-                    xs += sx
-                    ys += sy
-                out[series] = (xs, ys)
-        return out
-
-
-def live_layout(metric: str | None) -> dict:
-    """Plotly layout of a live curve plot."""
-    return dict(
-        title=metric or "waiting for the first logged value",
-        xaxis_title="step",
-        yaxis_title=metric,
-        template="plotly_white",
-        height=360,
-        margin={"l": 60, "r": 20, "t": 50, "b": 50},
-    )
-
-
-def draw_lines(fig, curves: LiveCurves) -> None:
-    """Update ``fig`` (a ``go.Figure`` or ``go.FigureWidget``) in place: one trace per series."""
-    from labkit.viz import PALETTE
-
-    lines = curves.lines()
-    with fig.batch_update():
-        fig.update_layout(**live_layout(curves.metric))
-        traces = {t.name: t for t in fig.data}
-        for i, (series, (xs, ys)) in enumerate(lines.items()):
-            if series not in traces:
-                fig.add_scatter(name=series, mode="lines", line={"color": PALETTE[i % len(PALETTE)]})
-                traces[series] = fig.data[-1]
-            traces[series].x = xs
-            traces[series].y = ys
-
-
-def new_live_figure(widget: bool):
-    """An empty live plot: a ``go.FigureWidget`` when ``widget`` (needs anywidget), else a ``go.Figure``."""
+def new_live_figure(widget: bool, x_label: str, metric: str | None):
+    """An empty live plot: a ``go.FigureWidget`` when ``widget`` (needs anywidget, updated in place), else a
+    ``go.Figure`` (redrawn into an Output area)."""
     import plotly.graph_objects as go
 
-    cls = go.FigureWidget if widget else go.Figure
-    return cls(layout=live_layout(None))
+    empty = curve_figure(metric_rows(None, metric), metric, x_label)
+    return go.FigureWidget(empty) if widget else empty
 
 
 def figure_widget_available() -> bool:
@@ -502,7 +424,7 @@ class Explorer(ipw.VBox):
         self.train_button = ipw.Button(description="Train", button_style="primary", icon="play")
         self.train_button.on_click(self.train)
         self.status = ipw.HTML()
-        self.figure = new_live_figure(widget=figure_widget_available())
+        self.figure = new_live_figure(figure_widget_available(), self._x_label(), self.metric)
         self.plot_output = None if isinstance(self.figure, ipw.DOMWidget) else ipw.Output()
         plot = self.figure if self.plot_output is None else self.plot_output
         title = ipw.HTML(f"<b>{html.escape(method_name(self.module))}</b>: change the knobs, then Train")
@@ -534,16 +456,16 @@ class Explorer(ipw.VBox):
             return None
         preset = self.preset_picker.value
         overrides = changed_values(self.params, self.values(), preset)
-        curves = LiveCurves(self.metric)
-        self._reset_figure()
+        live = LiveRows(self.metric, every=REDRAW_EVERY_S)
+        self._redraw(live)
         self.train_button.disabled = True
         warning = self._show_warning()
         self._set_status(f"training ({preset}{_describe(overrides)}) …" + (f"\n\n{warning}" if warning else ""))
 
         def on_row(row):
-            curves.add(row)
-            if curves.due():
-                self._redraw(curves)
+            live.add(row)
+            if live.due():
+                self._redraw(live)
 
         try:
             result = self.module.run(
@@ -561,7 +483,7 @@ class Explorer(ipw.VBox):
         finally:
             self.train_button.disabled = False
         self.result = result
-        self._redraw(curves)
+        self._redraw(live, result.history)
         note = missing_metric_note(result, self.metric)
         head = f"done in {result.duration_s:.1f} s · preset {preset} · seed {result.seed}{_describe(overrides)}"
         self._set_status(head + "\n\n" + claims_text(result) + (f"\n\n{note}" if note else ""))
@@ -578,13 +500,21 @@ class Explorer(ipw.VBox):
         colour = f"color:{ERROR_COLOUR};" if error else ""
         self.status.value = f'<pre style="white-space:pre-wrap;{colour}">{html.escape(text, quote=False)}</pre>'
 
-    def _reset_figure(self) -> None:
-        with self.figure.batch_update():
-            self.figure.data = []
-            self.figure.update_layout(**live_layout(self.metric))
+    def _x_label(self, history=None) -> str:
+        """What the x-axis counts (rounds, iterations, ...), from the form's values and, after a run, its history."""
+        return x_axis_label(self.module, self.values(), history, self.metric)
 
-    def _redraw(self, curves: LiveCurves) -> None:
-        draw_lines(self.figure, curves)
+    def _redraw(self, live: LiveRows, history=None) -> None:
+        """Draw the rows so far as the app does (:func:`~widgets.app_plot.curve_figure`: per series the mean over
+        seeds with a ±1 sd band): a FigureWidget takes the new traces and layout in place, a Figure is replaced."""
+        fresh = curve_figure(live.frame(), live.metric, self._x_label(history))
+        if isinstance(self.figure, ipw.DOMWidget):
+            with self.figure.batch_update():
+                self.figure.data = []
+                self.figure.add_traces(fresh.data)
+                self.figure.layout = fresh.layout
+        else:
+            self.figure = fresh
         self._show_figure()
 
     def _show_figure(self) -> None:
