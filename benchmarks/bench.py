@@ -237,8 +237,8 @@ def by_batch(notebooks: list[Path], out_dir: Path, env: dict, jobs: int) -> tupl
     start = time.perf_counter()
     out = subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
     total = time.perf_counter() - start
-    each = [float(line.split()[0]) for line in out.stdout.splitlines() if line.strip().endswith(".ipynb")]
-    return total, each
+    seconds = {line.split()[-1]: float(line.split()[0]) for line in out.stdout.splitlines() if line.endswith(".ipynb")}
+    return total, [seconds[nb.name] for nb in notebooks]
 
 
 def trivial_notebook(folder: Path) -> Path:
@@ -274,9 +274,16 @@ def section_suite(target: Path, slugs: list[str], jobs: int = 2, trivial_repeats
         triv_cmd_total, triv_cmd = by_command(trivial, tmp / "t1", env, 1)
         triv_batch_total, triv_batch = by_batch(trivial, tmp / "t2", env, 1)
     load = os.getloadavg()[0]
-    slowest = sorted(zip(cmd_each, notebooks), reverse=True)[:3]
     saved = (triv_cmd_total - triv_batch_total) / trivial_repeats
-    worst = ", ".join(f"{nb.stem} {sec:.1f}" for sec, nb in slowest)
+
+    def worst(each: list[float]) -> str:
+        slowest = sorted(zip(each, notebooks), reverse=True)[:3]
+        return ", ".join(f"{nb.stem} {sec:.1f}" for sec, nb in slowest)
+
+    def row(how: str, total: float, each: list[float]) -> str:
+        over = f"{sum(sec > 30 for sec in each)} of {len(each)}"
+        return f"| {how} | {total:.1f} | {statistics.median(each):.1f} | {over} | {worst(each)} |"
+
     per_cmd, per_batch = triv_cmd_total / trivial_repeats, triv_batch_total / trivial_repeats
     kernels = statistics.median(triv_batch)
     which = "all available" if not slugs else ", ".join(nb.stem for nb in notebooks)
@@ -285,10 +292,10 @@ def section_suite(target: Path, slugs: list[str], jobs: int = 2, trivial_repeats
 {head} Notebooks: {which} ({len(notebooks)}), {jobs} at a time, executed copies in a temporary folder.
 Load average at the end: {load:.1f}.
 
-| how | total wall (s) | per notebook: median (s) | slowest (s) |
-| --- | --- | --- | --- |
-| `papermill` command per notebook | {cmd_total:.1f} | {statistics.median(cmd_each):.1f} | {worst} |
-| one process (`python -m labkit.batch`) | {batch_total:.1f} | {statistics.median(batch_each):.1f} | — |
+| how | total wall (s) | per notebook: median (s) | over 30 s | slowest (s) |
+| --- | --- | --- | --- | --- |
+{row("`papermill` command per notebook", cmd_total, cmd_each)}
+{row("one process (`python -m labkit.batch`)", batch_total, batch_each)}
 
 A two-cell notebook that only imports torch, one at a time, {trivial_repeats} times: **{per_cmd:.1f} s** each by the
 `papermill` command, **{per_batch:.1f} s** each from one process (its interpreter and one `import papermill` spread
