@@ -584,6 +584,12 @@ def section_memory(target: Path, slugs: list[str]) -> None:
             f"{load_before:.1f} | {time.strftime('%Y-%m-%d')} |"
         )
         print(kept[f"{m.id:02d}"], flush=True)
+        write_memory_block(target, kept)  # after each method: a stopped measurement keeps what it measured
+
+
+def write_memory_block(target: Path, kept: dict[str, str]) -> None:
+    import labkit
+
     missing = [f"{m.id:02d} {m.short}" for m in labkit.available_methods() if f"{m.id:02d}" not in kept]
     body = f"""## Peak memory of the standard presets
 
@@ -598,7 +604,6 @@ def section_memory(target: Path, slugs: list[str]) -> None:
 Not measured yet: {", ".join(missing) or "none"}.
 """
     write_block(target, "memory", body)
-    print(body)
 
 
 def main(argv: list[str] | None = None) -> int:
