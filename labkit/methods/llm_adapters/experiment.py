@@ -61,7 +61,7 @@ class Knobs:
     rank: int = knob(4, low=1, high=64, help="LoRA rank r (both LoRA arms)")
     bottleneck: int = knob(16, low=1, high=256, help="bottleneck size r of the series and parallel adapters")
     n_virtual: int = knob(10, low=1, high=64, help="prefix tuning: virtual key/value vectors per layer")
-    n_steps: int = knob(60, standard=250, full=600, low=1, high=100_000, help="AdamW steps of every trained arm")
+    n_steps: int = knob(40, standard=250, full=600, low=1, high=100_000, help="AdamW steps of every trained arm")
     grid: bool = knob(
         False, standard=True, full=True, help="also train the placement grid {method} × {attn, MLP, both}"
     )

@@ -51,7 +51,7 @@ class Knobs:
         2.0, low=0.0, high=50.0, help="regret-loss sharpness k: f = exp(k·R); 0 = mean regret, large = worst"
     )
     horizon: int = knob(20, standard=40, full=100, low=4, high=512, help="horizon T (rounds per sequence)")
-    n_steps: int = knob(300, standard=400, full=20_000, low=1, high=1_000_000, help="Adam steps per agent")
+    n_steps: int = knob(200, standard=400, full=20_000, low=1, high=1_000_000, help="Adam steps per agent")
     n_actions: int = knob(3, full=5, low=2, high=32, main=False, help="actions d (the game demo needs d = 3)")
     n_per_group: int = knob(8, low=1, high=1024, main=False, help="N: sequences per soft-max group")
     n_groups: int = knob(
