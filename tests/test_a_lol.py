@@ -241,7 +241,7 @@ def test_knobs_keep_the_params():
     names = [p.name for p in a_lol.PARAMS]
     assert names[:6] == ["lr", "eps", "sampling", "expert_frac", "n_steps", "variants"]
     k = a_lol.Knobs()
-    assert (k.n_steps, k.sft_steps, k.batch_size, k.n_seeds) == (200, 400, 32, 3)
+    assert (k.n_steps, k.sft_steps, k.batch_size, k.n_seeds) == (150, 300, 32, 3)
 
 
 def test_bad_params_are_refused():

@@ -54,7 +54,7 @@ class Knobs:
         high=1.0,
         help="share of expert responses in the data (the rest: mediocre, then random_frac random)",
     )
-    n_steps: int = knob(200, 400, 1500, low=1, high=100_000, help="optimiser steps of each arm after SFT")
+    n_steps: int = knob(150, 400, 1500, low=1, high=100_000, help="optimiser steps of each arm after SFT")
     variants: bool = knob(
         False,
         True,
@@ -72,7 +72,7 @@ class Knobs:
         help="DPO's β (pairs: expert response vs the mediocre response to the same prompt)",
     )
     sft_steps: int = knob(
-        400, 600, 2000, low=1, high=100_000, main=False, help="NLL steps that make π_ref from the whole data set"
+        300, 600, 2000, low=1, high=100_000, main=False, help="NLL steps that make π_ref from the whole data set"
     )
     sft_lr: float = knob(2e-3, 1e-3, low=1e-6, high=1.0, log=True, main=False, help="π_ref's AdamW lr")
     value_steps: int = knob(

@@ -54,7 +54,7 @@ class Knobs:
     topics_per_super: int = knob(5, low=1, high=100, main=False, help="topics per super-topic (look alike)")
     docs_per_topic: int = knob(10, low=1, high=1000, main=False, help="documents per topic = relevant per query")
     n_queries: int = knob(
-        800, standard=1600, full=4000, low=2, high=1_000_000, main=False, help="queries (half train, half held out)"
+        600, standard=1600, full=4000, low=2, high=1_000_000, main=False, help="queries (half train, half held out)"
     )
     lsa_dim: int = knob(32, low=2, high=1024, main=False, help="dimension of the dense (LSA) retriever")
     log_every: int = knob(5, low=1, high=1000, main=False, help="log held-out numbers every this many epochs")
