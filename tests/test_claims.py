@@ -95,3 +95,16 @@ def test_nonfinite_note_names_a_diverged_value_in_any_of_the_arrays():
     assert nonfinite_note([0.1, 0.2], np.array([[1.0, 2.0]])) == ""
     assert "not finite" in nonfinite_note([0.1, 0.2], np.array([[1.0, float("nan")]]))
     assert "not finite" in nonfinite_note(float("inf"))
+
+
+def test_a_margin_finer_than_the_numbers_prints_at_its_own_precision():
+    from labkit.core.claims import describe_record
+
+    coarse = ClaimCheck("c", "q", [0.5, 0.5, 0.5], margin=0.15, decimals=1)
+    assert "claim: mean ≥ +0.1" in str(coarse)  # what it printed before: the margin rounded away
+    exact = ClaimCheck("c", "q", [0.5, 0.5, 0.5], margin=0.15, decimals=1, margin_decimals=2)
+    assert "+0.5, 95% CI [+0.5, +0.5]" in str(exact) and "claim: mean ≥ +0.15" in str(exact)
+    record = exact.to_dict()
+    assert record["margin_decimals"] == 2 and describe_record(record)[1].endswith("claim: mean ≥ +0.15")
+    record.pop("margin_decimals")  # a record stored before the field existed
+    assert describe_record(record)[1].endswith("claim: mean ≥ +0.1")

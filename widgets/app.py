@@ -228,7 +228,7 @@ def _verdicts(store) -> dict[str, str]:
 def claim_cards(claims: list[dict]) -> str:
     """The claims (as stored: :meth:`ClaimCheck.to_dict`) as HTML cards: verdict badge, headline or
     supporting, the claim sentence, the measured interval against the margin, the numbers."""
-    from labkit.core.claims import Interval, fmt
+    from labkit.core.claims import Interval, fmt, margin_bar
 
     if not claims:
         return '<div class="labkit-claim"><p class="claim">This method states no claim.</p></div>'
@@ -236,7 +236,11 @@ def claim_cards(claims: list[dict]) -> str:
     for c in claims:
         dec = int(c.get("decimals", 3))
         iv = Interval(c["mean"], c["low"], c["high"], int(c["n"]), c.get("level", 0.95))
-        bar = f"mean {'≥' if c.get('higher_is_better', True) else '≤'} {fmt(c['margin'], dec, sign=True)}"
+        bar = margin_bar(
+            c["margin"],
+            c.get("higher_is_better", True),
+            dec if c.get("margin_decimals") is None else int(c["margin_decimals"]),
+        )
         numbers = ", ".join(f"{k} = {fmt(v, dec)}" for k, v in c.get("numbers", {}).items())
         kind = "headline" if c.get("headline") else "supporting"
         cards.append(

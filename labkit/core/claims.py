@@ -140,6 +140,11 @@ def decide(interval: Interval, margin: float, higher_is_better: bool = True, tol
     return Verdict.INCONCLUSIVE
 
 
+def margin_bar(margin: float, higher_is_better: bool, decimals: int) -> str:
+    """A claim's comparison in symbols, ``mean ≥ +0.150``: what every front end prints after "claim:"."""
+    return f"mean {'≥' if higher_is_better else '≤'} {fmt(margin, decimals, sign=True)}"
+
+
 @dataclass
 class ClaimCheck:
     """One claim: the statement, the per-seed values of what it compares, the margin, and the verdict.
@@ -151,6 +156,8 @@ class ClaimCheck:
     - ``headline``: the paper's main claim (one per method, shown first); the others are supporting checks.
     - ``numbers``: further numbers for the reader, printed at ``decimals`` and never compared.
     - ``decimals``: the precision printed in checked notebook cells (from the measured cross-CPU spread).
+    - ``margin_decimals``: the margin's own precision where it is finer than ``decimals`` (a margin of 0.15 with
+      numbers at 1 decimal would print as +0.1); a constant, so it cannot move across CPUs.
 
     With one value there is no interval; the verdict then follows the point, and the text says "1 seed".
     """
@@ -166,6 +173,7 @@ class ClaimCheck:
     decimals: int = 3
     level: float = LEVEL
     tol: float = TOLERANCE
+    margin_decimals: int | None = None
 
     def __post_init__(self):
         self.values = tuple(float(v) for v in self.values)
@@ -216,7 +224,9 @@ class ClaimCheck:
 
     def bar(self) -> str:
         """The comparison in symbols: ``mean ≥ 1.000``."""
-        return f"mean {'≥' if self.higher_is_better else '≤'} {fmt(self.margin, self.decimals, sign=True)}"
+        return margin_bar(
+            self.margin, self.higher_is_better, self.decimals if self.margin_decimals is None else self.margin_decimals
+        )
 
     def __str__(self) -> str:
         d = self.decimals
@@ -248,6 +258,7 @@ class ClaimCheck:
             "numbers": {k: float(v) for k, v in self.numbers.items()},
             "detail": self.detail,
             "decimals": self.decimals,
+            "margin_decimals": self.margin_decimals,
         }
 
 
@@ -267,6 +278,10 @@ def describe_record(d: dict) -> tuple[str, str]:
         return label + " (old record, no interval)", d.get("claim", "")
     dec = int(d.get("decimals", 3))
     iv = Interval(d["mean"], d["low"], d["high"], int(d["n"]), d.get("level", LEVEL))
-    bar = f"{'≥' if d.get('higher_is_better', True) else '≤'} {fmt(d['margin'], dec, sign=True)}"
+    bar = margin_bar(
+        d["margin"],
+        d.get("higher_is_better", True),
+        dec if d.get("margin_decimals") is None else int(d["margin_decimals"]),
+    )
     kind = "headline" if d.get("headline") else "supporting"
-    return Verdict(d["verdict"]).label, f"({kind}) {d['claim']} — {d['quantity']}: {iv.text(dec)}; claim: mean {bar}"
+    return Verdict(d["verdict"]).label, f"({kind}) {d['claim']} — {d['quantity']}: {iv.text(dec)}; claim: {bar}"
