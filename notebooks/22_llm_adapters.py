@@ -291,7 +291,7 @@ else:
     if result.preset == "quick":
         prefix_text += (
             f" The quick preset trains {resolve_params(la.PARAMS, 'quick', {})['n_steps']} steps, cut from 60 to fit "
-            "the notebook budget (issue 16); at 60 steps this check was inconclusive, prefix tuning 0.07 below the "
+            "the notebook budget of about 20 s; at 60 steps this check was inconclusive, prefix tuning 0.07 below the "
             "weakest of the others (interval [−0.21, +0.07]), with Series at 0.84, Parallel 0.85 and Prefix 0.77. "
             f"Here Series reaches {fmt(acc['series_mlp'].mean(), 2)}, Parallel {fmt(acc['parallel_mlp'].mean(), 2)} "
             f"and Prefix {fmt(acc['prefix'].mean(), 2)}"

@@ -258,7 +258,7 @@ sto_text = (f" The stochastic check is **{sto.verdict.value}**: the transformer 
 if not sto.holds and result.preset == "quick":
     quick_steps = resolve_params(rl.PARAMS, "quick", {})["n_steps"]
     sto_text += (f" The quick preset's {quick_steps} steps were cut from 300 to fit the notebook "
-                 "budget (issue 16); with 300 steps this check held (+0.18, interval [+0.11, +0.26], the transformer "
+                 "budget of about 20 s; with 300 steps this check held (+0.18, interval [+0.11, +0.26], the transformer "
                  "at 0.79 against FTL's 0.60).")
 Markdown(
     f"**What showed at the {result.preset} preset** (read from this run). Headline: **{head.verdict.value}**: the "

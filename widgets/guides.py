@@ -529,8 +529,8 @@ GUIDES: dict[str, Guide] = {
         experiments=(
             _x(
                 "Three times the budget",
-                {"iterations": 48},
-                "The quick run gives the critic only a few hundred TD steps. With 48 iterations (about three times "
+                {"iterations": 36},
+                "The quick run gives the critic only about a hundred TD steps. With 36 iterations (about three times "
                 "the time), see whether ArCHer pulls away from REINFORCE as its critic learns.",
             ),
             _x(

@@ -29,7 +29,7 @@ from .method import ArcherConfig, UtteranceCritic, train_archer
 
 @dataclass(frozen=True)
 class Knobs:
-    iterations: int = knob(16, standard=150, full=400, low=1, high=100_000, help="iterations (one game per env each)")
+    iterations: int = knob(12, standard=150, full=400, low=1, high=100_000, help="iterations (one game per env each)")
     critic_steps: int = knob(10, low=1, high=1000, help="critic TD steps per iteration")
     gamma: float = knob(0.95, low=0.0, high=1.0, help="discount γ of the utterance-level critic")
     tau: float = knob(0.1, low=1e-4, high=1.0, log=True, help="Polyak rate τ of the target critic")

@@ -35,7 +35,7 @@ class Knobs:
     epsilon: float = knob(0.5, low=0.0, high=1.0, help="behaviour noise: a random action with probability ε")
     lora_rank: int = knob(8, low=1, high=64, help="LoRA rank r on each block's qkv")
     context: int = knob(5, standard=10, low=1, high=30, help="K, timesteps in the DT's context (3K tokens)")
-    n_steps: int = knob(80, standard=300, full=3000, low=1, high=100_000, main=False, help="training steps per arm")
+    n_steps: int = knob(60, standard=300, full=3000, low=1, high=100_000, main=False, help="training steps per arm")
     n_seeds: int = knob(3, standard=5, full=10, low=1, high=100, main=False, help="seeds: new data and new models")
     lr: float = knob(3e-3, low=1e-6, high=1.0, log=True, main=False, help="AdamW lr of embeddings and heads")
     lm_lr: float = knob(
