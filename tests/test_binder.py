@@ -64,6 +64,8 @@ LEFT_OUT = {
     "gymnasium": "labkit.substrates.rl / gridworld's gymnasium face (bring-your-own environments)",
     "minari": "labkit.substrates.rl (Minari data sets)",
     "mujoco": "labkit.substrates.rl (MuJoCo environments)",
+    "kaleido": "labkit.viz.static_figures (`make notebooks` commits each figure as an image)",
+    "PIL": "labkit.viz.static_figures (the committed images' palette)",
 }
 
 
