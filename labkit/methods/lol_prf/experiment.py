@@ -314,35 +314,46 @@ def train_seed(ctx: RunContext[Knobs], p: Knobs, seed: int, lams: list[float], n
     )
 
 
-def collect(arms, per_seed, tau: float) -> tuple[list[ArmNumbers], Baseline]:
+@dataclass(frozen=True)
+class SeedNumbers:
+    """One seed's held-out numbers, reduced from its scores as soon as it is trained (the scores, [Q, K+1, N] per
+    arm, are the run's largest tensors: keeping every seed's until the end took 1.9 GB at the standard preset)."""
+
+    by_arm: dict[str, dict[str, np.ndarray]]  # arm key → metric → [K+1] (per_query_loss: [Q, K+1])
+    gates: dict[str, tuple[float, ...]]  # arm key → the K-th revision's gates (figures use seed 0's)
+    base: dict[str, float]  # the query alone (k = 0): map, ndcg, recall
+    fb: np.ndarray  # [K] share of relevant documents at each feedback rank
+    first_fb: tuple[float, ...]  # every query's feedback relevance, flattened (figures use seed 0's)
+
+
+def seed_numbers(arms, seed_out, tau: float) -> SeedNumbers:
+    """A trained seed's scores (as :func:`train_seed` returns them) → its numbers."""
+    scores, gates, rel, fb_rel, _ = seed_out
+    by_arm = {arm.key: metrics_by_k(sc, rel, tau) for arm, sc in zip(arms, scores)}
+    m0 = metrics_by_k(scores[0][:, :1], rel, tau)  # every arm's k = 0 is the query alone
+    return SeedNumbers(
+        by_arm,
+        {arm.key: tuple(g[:, -1].cpu().flatten().tolist()) for arm, g in zip(arms, gates)},
+        {name: m0[name][0] for name in ("map", "ndcg", "recall")},
+        fb_rel.float().mean(0).numpy(),
+        tuple(fb_rel.flatten().tolist()),
+    )
+
+
+def collect(arms, per_seed: list[SeedNumbers]) -> tuple[list[ArmNumbers], Baseline]:
     """Per-seed held-out numbers → one ArmNumbers per arm and the no-PRF Baseline."""
-    tables = {a.key: {"map": [], "ndcg": [], "recall": [], "loss": [], "violation": []} for a in arms}
-    extra, base = {}, {"map": [], "ndcg": [], "recall": [], "fb": []}
-    for s, (scores, gates, rel, fb_rel, _) in enumerate(per_seed):
-        for arm, sc, g in zip(arms, scores, gates):
-            m = metrics_by_k(sc, rel, tau)
-            for name in tables[arm.key]:
-                tables[arm.key][name].append(m[name])
-            if s == 0:
-                ql = m["per_query_loss"]
-                extra[arm.key] = (tuple((ql[:, -1] - ql[:, 1]).tolist()), tuple(g[:, -1].cpu().flatten().tolist()))
-        m0 = metrics_by_k(scores[0][:, :1], rel, tau)  # every arm's k = 0 is the query alone
-        for name in ("map", "ndcg", "recall"):
-            base[name].append(m0[name][0])
-        base["fb"].append(fb_rel.float().mean(0).numpy())
-    out = [
-        ArmNumbers(
-            a, *(np.array(tables[a.key][n]) for n in ("map", "ndcg", "recall", "loss", "violation")), *extra[a.key]
-        )  # fmt: skip
-        for a in arms
-    ]
-    first_fb = per_seed[0][3]
+    names = ("map", "ndcg", "recall", "loss", "violation")
+    first = per_seed[0]
+    out = []
+    for a in arms:
+        ql = first.by_arm[a.key]["per_query_loss"]
+        drift = tuple((ql[:, -1] - ql[:, 1]).tolist())
+        tables = (np.array([seed.by_arm[a.key][n] for seed in per_seed]) for n in names)
+        out.append(ArmNumbers(a, *tables, drift, first.gates[a.key]))
     baseline = Baseline(
-        np.array(base["map"]),
-        np.array(base["ndcg"]),
-        np.array(base["recall"]),
-        np.stack(base["fb"]),
-        tuple(first_fb.flatten().tolist()),
+        *(np.array([seed.base[n] for seed in per_seed]) for n in ("map", "ndcg", "recall")),
+        np.stack([seed.fb for seed in per_seed]),
+        first.first_fb,
     )
     return out, baseline
 
@@ -360,9 +371,10 @@ def run(ctx: RunContext[Knobs]) -> Outcome:
     bar = ctx.bar(
         len(seeds) * epochs * per_epoch, f"λ_cr ∈ {{{', '.join(f'{x:g}' for x in lams)}}} × {len(seeds)} seeds"
     )
-    per_seed = [train_seed(ctx, p, s, lams, names, bar) for s in seeds]
+    # each seed reduced to its numbers before the next trains: one seed's scores in memory at a time
+    per_seed = [seed_numbers(arms, train_seed(ctx, p, s, lams, names, bar), p.tau) for s in seeds]
     bar.close()
-    numbers, base = collect(arms, per_seed, p.tau)
+    numbers, base = collect(arms, per_seed)
     by_key = {a.arm.key: a for a in numbers}
     prf, lol = by_key["prf"], by_key["lol"]
     claims = [
