@@ -7,9 +7,10 @@
 
 Each method runs in a fresh process (its own CUDA context, so ``torch.cuda.max_memory_allocated`` is its own, and
 a method past ``--limit`` seconds is killed with its process group and the next one starts). A row per method:
-wall seconds, throughput where the method reports one (a metric named ``*_per_s`` or ``throughput``), peak GPU
-memory, and each claim's verdict with its mean; the device's name (``torch.cuda.get_device_name``) heads the
-section. Rows of methods not run this time are kept. Nothing is recorded in the run store (``LABKIT_RECORD=0``).
+wall seconds; throughput (torch optimizer steps per second of ``run()``, every arm and seed counted, from a global
+step hook; and any metric the method reports named ``*_per_s`` or ``throughput``); peak GPU memory; and each
+claim's verdict with its mean. The device's name (``torch.cuda.get_device_name``) heads the section. Rows of methods
+not run this time are kept. Nothing is recorded in the run store (``LABKIT_RECORD=0``).
 """
 
 from __future__ import annotations
@@ -37,9 +38,12 @@ THROUGHPUT = re.compile(r"(^|_)(per_s|throughput)($|_)")
 def child(slug: str, preset: str, device: str) -> None:
     """Run one method (in the child process) and print its row as one JSON line."""
     import torch
+    from torch.optim.optimizer import register_optimizer_step_post_hook
 
     import labkit
 
+    steps = [0]  # every torch optimizer's step() in this process: all arms and seeds together
+    register_optimizer_step_post_hook(lambda *_: steps.__setitem__(0, steps[0] + 1))
     start = time.perf_counter()
     result = labkit.run(slug, preset=preset, device=device, progress=False, record=False)
     if device.startswith("cuda"):
@@ -51,7 +55,10 @@ def child(slug: str, preset: str, device: str) -> None:
         "wall": wall,
         "run_seconds": result.duration_s,
         "peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
-        "throughput": {k: float(v) for k, v in result.metrics.items() if THROUGHPUT.search(k)},
+        "throughput": {
+            **({"optimizer steps/s": steps[0] / result.duration_s} if steps[0] and result.duration_s > 0 else {}),
+            **{k: float(v) for k, v in result.metrics.items() if THROUGHPUT.search(k)},
+        },
         "claims": [
             {"claim": c.claim, "verdict": c.verdict.value, "mean": c.interval.mean, "headline": c.headline}
             for c in result.claims

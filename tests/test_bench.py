@@ -8,6 +8,7 @@ process gives each notebook its outputs (and its error) without importing ``rfc3
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +128,9 @@ def test_gpu_script_runs_one_method_on_cpu_and_writes_its_row(tmp_path):
     block = bench.read_block(target, "gpu")
     row = next(line for line in block.splitlines() if line.startswith("| 08 RPO"))
     assert "| quick | cpu |" in row and row.count("holds") + row.count("inconclusive") >= 1 and "**" in row
+    # RPO trains with torch optimizers: the throughput column counts their steps (a positive rate)
+    rate = float(re.search(r"optimizer steps/s ([0-9.e+]+)", row).group(1))
+    assert rate > 0
     assert "CPU: " in block and target.read_text().startswith(HEAD.rstrip())
 
 
